@@ -21,8 +21,7 @@ namespace {
 std::string os_error(int err) { return std::string(std::strerror(err)); }
 
 [[noreturn]] void fail(const std::string& path, const std::string& step, int err) {
-  throw RuntimeError(detail::concat("writing '", path, "' failed while ", step, ": ",
-                                    os_error(err),
+  throw RuntimeError(detail::concat("writing '", path, "' failed while ", step, ": ", os_error(err),
                                     "; check that the directory exists, is writable and has "
                                     "free space (any previous file at that path is unchanged)"));
 }

@@ -31,7 +31,14 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 constexpr std::array<std::pair<const char*, size_t>, 8> kDtypes = {{
-    {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4}, {"U8", 1}, {"BOOL", 1},
+    {"F64", 8},
+    {"F32", 4},
+    {"F16", 2},
+    {"BF16", 2},
+    {"I64", 8},
+    {"I32", 4},
+    {"U8", 1},
+    {"BOOL", 1},
 }};
 
 constexpr const char* kMetadataKey = "__metadata__";
@@ -71,8 +78,8 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 std::vector<std::byte> read_whole_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    throw RuntimeError(detail::concat("cannot open checkpoint '", path,
-                                      "': ", std::strerror(errno), "; check the path"));
+    throw RuntimeError(detail::concat("cannot open checkpoint '", path, "': ", std::strerror(errno),
+                                      "; check the path"));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
@@ -89,8 +96,8 @@ std::vector<std::byte> read_whole_file(const std::string& path) {
       int err = got < 0 ? errno : 0;
       ::close(fd);
       throw RuntimeError(detail::concat(
-          "reading checkpoint '", path, "' failed after ", done, " of ", bytes.size(), " bytes: ",
-          err ? std::strerror(err) : "the file shrank while being read",
+          "reading checkpoint '", path, "' failed after ", done, " of ", bytes.size(),
+          " bytes: ", err ? std::strerror(err) : "the file shrank while being read",
           "; make sure no other process is writing it"));
     }
     done += static_cast<size_t>(got);
@@ -131,8 +138,7 @@ class HeaderParser {
     }
     if (!header.is_object())
       fail("has a JSON header that is not an object; the file is not a safetensors file");
-    if (!duplicate.empty())
-      fail_entry(duplicate, "appears more than once in the header");
+    if (!duplicate.empty()) fail_entry(duplicate, "appears more than once in the header");
     return header;
   }
 
@@ -142,8 +148,8 @@ class HeaderParser {
     std::map<std::string, std::string> out;
     for (const auto& [key, v] : value.items()) {
       if (!v.is_string())
-        fail(detail::concat("has metadata key '", key, "' whose value is not a string (",
-                            v.dump(), "); safetensors metadata maps strings to strings"));
+        fail(detail::concat("has metadata key '", key, "' whose value is not a string (", v.dump(),
+                            "); safetensors metadata maps strings to strings"));
       out[key] = v.get<std::string>();
     }
     return out;
@@ -218,19 +224,19 @@ class HeaderParser {
       if (info.offset < cursor)
         fail_entry(names[i], detail::concat("starts at byte ", info.offset, ", inside entry '",
                                             previous ? *previous : std::string(),
-                                            "' which ends at byte ", cursor,
-                                            ": offsets overlap"));
+                                            "' which ends at byte ", cursor, ": offsets overlap"));
       cursor = info.offset + info.nbytes;
       previous = &names[i];
     }
     if (cursor > data_size)
       fail(detail::concat("is truncated: header says ", cursor, " bytes of data, file has ",
-                          data_size, "; it was probably not fully written (save it again or "
+                          data_size,
+                          "; it was probably not fully written (save it again or "
                           "use an earlier checkpoint)"));
     if (cursor < data_size)
       fail(detail::concat("has ", data_size - cursor,
-                          " bytes after the last tensor that no entry covers (header says ",
-                          cursor, " bytes of data, file has ", data_size,
+                          " bytes after the last tensor that no entry covers (header says ", cursor,
+                          " bytes of data, file has ", data_size,
                           "); the file is corrupt or was appended to"));
   }
 
@@ -357,12 +363,20 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsEnt
                       {"shape", e.shape},
                       {"data_offsets", {offsets[i], offsets[i] + e.nbytes}}};
   }
-  std::string text = header.dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const Json::type_error&) {
+    // dump() refuses strings that are not UTF-8, which JSON (and so safetensors) requires.
+    throw ValueError(detail::concat("write_safetensors('", path, "'): a tensor name or metadata ",
+                                    "string is not valid UTF-8; JSON headers need UTF-8 text"));
+  }
   // Spaces are JSON whitespace, so padding keeps the header valid while aligning the data.
   text.resize((text.size() + 7) / 8 * 8, ' ');
 
   std::array<std::byte, 8> length{};
-  for (size_t i = 0; i < 8; ++i) length[i] = static_cast<std::byte>((text.size() >> (8 * i)) & 0xff);
+  for (size_t i = 0; i < 8; ++i)
+    length[i] = static_cast<std::byte>((text.size() >> (8 * i)) & 0xff);
 
   std::vector<std::span<const std::byte>> pieces;
   pieces.emplace_back(length);

@@ -3,7 +3,8 @@
 // Layout of a file (https://github.com/huggingface/safetensors, "Format"):
 //   [8 bytes]  N, the header length, unsigned little-endian
 //   [N bytes]  JSON header: {"__metadata__": {str: str},
-//                            "<name>": {"dtype": "F32", "shape": [..], "data_offsets": [b, e]}, ...}
+//                            "<name>": {"dtype": "F32", "shape": [..], "data_offsets": [b, e]},
+//                            ...}
 //              padded with spaces so that the data section starts 8-byte aligned
 //   [rest]     the data section: each tensor's bytes, row-major, little-endian; data_offsets
 //              are relative to the start of this section and tile it exactly (no holes, no
@@ -30,7 +31,7 @@ namespace loom {
 // and one element; a tensor with a 0 in its shape has no bytes (data may then be null).
 struct SafetensorsEntry {
   std::string name;
-  std::string dtype;            // a safetensors code: F64 F32 F16 BF16 I64 I32 U8 BOOL
+  std::string dtype;  // a safetensors code: F64 F32 F16 BF16 I64 I32 U8 BOOL
   std::vector<int64_t> shape;
   const void* data = nullptr;
   size_t nbytes = 0;
@@ -90,7 +91,7 @@ class SafetensorsFile {
   std::vector<std::byte> bytes_;
   size_t data_start_ = 0;  // in bytes, from the start of the file: 8 + N
   std::vector<std::string> names_;
-  std::vector<Info> infos_;  // parallel to names_
+  std::vector<Info> infos_;                        // parallel to names_
   std::unordered_map<std::string, size_t> index_;  // name -> position in names_
   std::map<std::string, std::string> metadata_;
 };

@@ -66,7 +66,8 @@ void CSVLogger::load_existing() {
   size_t eol = text.find('\n');
   std::vector<std::string> header = split_line(text.substr(0, eol));
   if (header.empty() || header[0] != "step")
-    throw ValueError(detail::concat("CSVLogger: '", path, "' exists but its header does not start "
+    throw ValueError(detail::concat("CSVLogger: '", path,
+                                    "' exists but its header does not start "
                                     "with \"step\"; it was not written by CSVLogger. Move it away "
                                     "or log to another version"));
   columns_.assign(header.begin() + 1, header.end());

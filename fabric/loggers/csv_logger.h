@@ -57,7 +57,7 @@ class CSVLogger : public Logger {
   std::vector<std::string> columns_;  // metric names after "step", in first-seen order
   size_t columns_on_disk_ = 0;        // how many of columns_ the file's header has
   bool header_on_disk_ = false;
-  std::FILE* file_ = nullptr;         // metrics.csv opened for appending, or null
+  std::FILE* file_ = nullptr;  // metrics.csv opened for appending, or null
   std::map<std::string, std::string> hparams_;
 };
 

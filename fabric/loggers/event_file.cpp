@@ -121,9 +121,9 @@ double wall_time_now() {
 EventFileWriter::EventFileWriter(const std::string& dir) {
   static std::atomic<int> files_made{0};
   auto seconds = static_cast<int64_t>(wall_time_now());
-  path_ = (std::filesystem::path(dir) /
-           detail::concat("events.out.tfevents.", seconds, ".", host_name(), ".", ::getpid(), ".",
-                          files_made.fetch_add(1)))
+  path_ = (std::filesystem::path(dir) / detail::concat("events.out.tfevents.", seconds, ".",
+                                                       host_name(), ".", ::getpid(), ".",
+                                                       files_made.fetch_add(1)))
               .string();
   fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0666);
   if (fd_ < 0)

@@ -50,8 +50,7 @@ class EventFileWriter {
   EventFileWriter& operator=(const EventFileWriter&) = delete;
 
   const std::string& path() const { return path_; }
-  void write_scalars(int64_t step, const std::map<std::string, double>& scalars,
-                     double wall_time);
+  void write_scalars(int64_t step, const std::map<std::string, double>& scalars, double wall_time);
   // Closes the file; later writes throw.
   void close();
 

@@ -86,8 +86,8 @@ SafetensorsEntry entry(const std::string& name, const std::string& dtype,
 
 // A fixed set of tensors covering every dtype, a 0-dim and an empty tensor.
 struct Sample {
-  std::vector<double> f64{1.5, -2.25, 3.0, 4.0, 5.0, 6.0};  // (2, 3)
-  std::vector<float> scalar{42.5f};                         // ()
+  std::vector<double> f64{1.5, -2.25, 3.0, 4.0, 5.0, 6.0};            // (2, 3)
+  std::vector<float> scalar{42.5f};                                   // ()
   std::vector<uint16_t> f16{0x3c00, 0xc000, 0x7bff, 0x0001, 0x8000};  // (5,) raw bits
   std::vector<uint16_t> bf16{0x3f80, 0x4049, 0xff80};                 // (3, 1) raw bits
   std::vector<int64_t> i64{-1, std::numeric_limits<int64_t>::max()};  // (2,)
@@ -96,10 +96,14 @@ struct Sample {
   std::vector<uint8_t> flags{1, 0, 1};                                // (3,) bool
 
   std::vector<SafetensorsEntry> entries() const {
-    return {entry("layer.weight", "F64", {2, 3}, f64), entry("scale", "F32", {}, scalar),
-            entry("half", "F16", {5}, f16),            entry("brain", "BF16", {3, 1}, bf16),
-            entry("ids", "I64", {2}, i64),             entry("nothing", "I32", {0, 4}, empty),
-            entry("bytes", "U8", {7}, u8),             entry("mask", "BOOL", {3}, flags)};
+    return {entry("layer.weight", "F64", {2, 3}, f64),
+            entry("scale", "F32", {}, scalar),
+            entry("half", "F16", {5}, f16),
+            entry("brain", "BF16", {3, 1}, bf16),
+            entry("ids", "I64", {2}, i64),
+            entry("nothing", "I32", {0, 4}, empty),
+            entry("bytes", "U8", {7}, u8),
+            entry("mask", "BOOL", {3}, flags)};
   }
 };
 
@@ -337,10 +341,12 @@ TEST(Safetensors, RejectedWritesLeaveThePreviousFile) {
       },
       "entry 'w' appears more than once");
   expect_failed_write_keeps_file<ValueError>(
-      dir, [&](const std::string& path) { write_safetensors(path, {entry("w", "F32", {5}, values)}); },
+      dir,
+      [&](const std::string& path) { write_safetensors(path, {entry("w", "F32", {5}, values)}); },
       "needs 20");
   expect_failed_write_keeps_file<ValueError>(
-      dir, [&](const std::string& path) { write_safetensors(path, {entry("w", "Q4", {4}, values)}); },
+      dir,
+      [&](const std::string& path) { write_safetensors(path, {entry("w", "Q4", {4}, values)}); },
       "dtype 'Q4'");
   expect_failed_write_keeps_file<ValueError>(
       dir,
@@ -348,6 +354,12 @@ TEST(Safetensors, RejectedWritesLeaveThePreviousFile) {
         write_safetensors(path, {entry("__metadata__", "F32", {4}, values)});
       },
       "reserved");
+  expect_failed_write_keeps_file<ValueError>(
+      dir,
+      [&](const std::string& path) {
+        write_safetensors(path, {}, {{"bad", "\xff\xfe"}});
+      },
+      "not valid UTF-8");
 }
 
 // A real I/O failure halfway through the data: the file size limit makes write(2) fail with
