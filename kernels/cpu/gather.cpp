@@ -1,3 +1,5 @@
+// Gather / scatter-add / triangle kernels (see gather.h). Parallel over rows or (outer, inner)
+// positions, never over the indices, so scatter-add has no races and a fixed summation order.
 #include "kernels/cpu/gather.h"
 
 #include <algorithm>
