@@ -14,7 +14,8 @@
 //    f32 per block like every f16 op; the scalar itself is rounded to f16 first, which
 //    PyTorch avoids by keeping it in f32 -- a difference of at most one f16 ulp of it);
 //  - an integral value with an integer `like` gives like's dtype (u8 + 1 stays u8, i32 * 2
-//    stays i32, as PyTorch) when it fits that dtype, else i64; with a bool `like`, i64;
+//    stays i32, as PyTorch) when it fits that dtype, else i64 (which, being 0-dim, still
+//    leaves the result in like's dtype: u8 + 300 wraps like PyTorch's); a bool `like`, i64;
 //  - a fractional value with an integral `like` gives the default dtype (i64 * 0.5 is f32).
 // Integer division is true division (PyTorch's `/`): the result has the default dtype.
 #include <cmath>
