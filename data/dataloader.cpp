@@ -7,6 +7,7 @@
 #include <typeinfo>
 
 #include "data/prefetcher.h"
+#include "tensor/defaults.h"
 
 namespace loom::data {
 namespace {
@@ -63,6 +64,8 @@ DataLoader::Iterator DataLoader::begin() {
   plan.prefetch_factor = options_.prefetch_factor;
   plan.seed = options_.seed;
   plan.epoch = epochs_started_++;
+  plan.default_dtype = default_dtype();
+  plan.default_device = default_device();
   Iterator it(std::make_shared<BatchPrefetcher>(std::move(plan)));
   it.advance();
   return it;

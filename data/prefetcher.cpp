@@ -2,6 +2,7 @@
 #include "data/prefetcher.h"
 
 #include "data/rng.h"
+#include "tensor/defaults.h"
 #include "tensor/random.h"
 
 namespace loom::data {
@@ -69,6 +70,8 @@ Batch BatchPrefetcher::fetch(int64_t b) const {
 }
 
 void BatchPrefetcher::worker_loop() {
+  DefaultDTypeGuard dtype_guard(plan_.default_dtype);
+  DefaultDeviceGuard device_guard(plan_.default_device);
   std::unique_lock lock(mutex_);
   for (;;) {
     consumed_.wait(lock, [&] {

@@ -14,6 +14,9 @@
 // generator is seeded with mix(seed, e, b), so random augmentation inside Dataset::get gives
 // the same batches for any num_workers. On the consumer thread (num_workers = 0) the
 // generator's state is saved and restored around the fetch, so user code is unaffected.
+// Worker threads start with the consumer's default dtype and device (tensor/defaults.h, which
+// are thread-local), captured when the epoch begins, so factories in Dataset::get behave alike
+// on every thread.
 // Deliberately not here: worker processes (threads share the address space; loom's kernels
 // release no global lock, so threads are enough), pinned memory, and persistent workers.
 #pragma once
@@ -39,6 +42,8 @@ struct PrefetchPlan {
   int prefetch_factor = 2;
   uint64_t seed = 0;
   int64_t epoch = 0;
+  DType default_dtype = DType::f32;  // the consumer thread's, installed on the workers
+  Device default_device = Device::cpu();
 };
 
 class BatchPrefetcher {
