@@ -68,26 +68,27 @@ class Module : public std::enable_shared_from_this<Module> {
   void replace_parameter(const std::string& name, const Tensor& t);
 
   // ---- traversal (recursive unless told; dotted names) ----
+  // Virtual so that wrappers (FabricModule) can present the wrapped module's names unprefixed.
   std::vector<Tensor> parameters(bool recurse = true) const;
-  OrderedDict<Tensor> named_parameters(bool recurse = true) const;
+  virtual OrderedDict<Tensor> named_parameters(bool recurse = true) const;
   std::vector<Tensor> buffers(bool recurse = true) const;
-  OrderedDict<Tensor> named_buffers(bool recurse = true) const;
+  virtual OrderedDict<Tensor> named_buffers(bool recurse = true) const;
   std::vector<std::shared_ptr<Module>> children() const;
   OrderedDict<std::shared_ptr<Module>> named_children() const;
   // This module first (name ""), then every descendant depth-first.
-  OrderedDict<std::shared_ptr<Module>> named_modules(const std::string& prefix = "");
+  virtual OrderedDict<std::shared_ptr<Module>> named_modules(const std::string& prefix = "");
   std::vector<std::shared_ptr<Module>> modules();
   int64_t num_parameters(bool trainable_only = false) const;
   int64_t parameter_bytes() const;
 
   // ---- state ----
-  StateDict state_dict() const;  // parameters and persistent buffers, dotted names
+  virtual StateDict state_dict() const;  // parameters and persistent buffers, dotted names
   // Copies values in place. strict: missing or unexpected keys throw ValueError listing them;
   // a shape mismatch always throws, naming the key and both shapes.
-  LoadStateDictResult load_state_dict(const StateDict& state, bool strict = true);
+  virtual LoadStateDictResult load_state_dict(const StateDict& state, bool strict = true);
 
   // ---- modes, moves, init ----
-  Module& train(bool on = true);
+  virtual Module& train(bool on = true);
   Module& eval() { return train(false); }
   bool is_training() const { return training_; }
   Module& apply(const std::function<void(Module&)>& fn);  // children first, then this

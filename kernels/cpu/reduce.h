@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/dispatch.h"
 #include "tensor/dtype.h"
@@ -26,7 +27,7 @@ namespace loom::kernels::cpu {
 template <class Acc, class F>
 Acc pairwise_sum_range(int64_t begin, int64_t n, const F& f) {
   constexpr int64_t kLeaf = 2048;
-  constexpr int kLanes = 64 / int(sizeof(Acc));  // two 256-bit vectors of accumulators
+  constexpr int kLanes = 128 / int(sizeof(Acc));  // four 256-bit vectors hide add latency
   if (n > kLeaf) {
     // Split on a lane multiple so that both halves stay lane-aligned.
     int64_t half = ((n / 2 + kLanes - 1) / kLanes) * kLanes;
@@ -55,20 +56,35 @@ Acc sum_contiguous(const Acc* x, int64_t n) {
 }
 
 // Largest value of a contiguous run (n >= 1); a NaN anywhere makes the result NaN.
+// The hot loop is a plain lane-wise `v > a ? v : a` (one vmaxps) plus a probe lane summing
+// v - v, which is 0 for finite v and NaN for NaN or inf; only when the probe trips does a
+// scalar pass settle NaN propagation. (A NaN test inside the select keeps g++ from
+// vectorising the loop at all.)
 template <class T>
 T max_contiguous(const T* x, int64_t n) {
-  constexpr int kLanes = 8;
-  T acc[kLanes];
+  constexpr int kLanes = 32 / int(sizeof(T)) * 2;
+  T acc[kLanes], probe[kLanes] = {};
   for (int j = 0; j < kLanes; ++j) acc[j] = x[0];
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
     for (int j = 0; j < kLanes; ++j) {
       T v = x[i + j];
-      acc[j] = (v > acc[j] || v != v) ? v : acc[j];  // NaN sticks: NaN > a is false
+      acc[j] = v > acc[j] ? v : acc[j];
+      if constexpr (std::is_floating_point_v<T>) probe[j] += v - v;
     }
-  T m = acc[0];
-  for (int j = 1; j < kLanes; ++j) m = (acc[j] > m || acc[j] != acc[j]) ? acc[j] : m;
-  for (; i < n; ++i) m = (x[i] > m || x[i] != x[i]) ? x[i] : m;
+  T m = x[0];
+  bool special = false;
+  for (int j = 0; j < kLanes; ++j) {
+    m = acc[j] > m ? acc[j] : m;
+    if constexpr (std::is_floating_point_v<T>) special |= probe[j] != probe[j];
+  }
+  for (; i < n; ++i) {
+    m = x[i] > m ? x[i] : m;
+    if constexpr (std::is_floating_point_v<T>) special |= x[i] != x[i];
+  }
+  if (special)
+    for (int64_t k = 0; k < n; ++k)
+      if (x[k] != x[k]) return x[k];
   return m;
 }
 

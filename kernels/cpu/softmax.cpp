@@ -59,13 +59,6 @@ void softmax_row_impl(const C* x, C* y, int64_t n, bool log) {
 }
 
 template <class C>
-C logsumexp_impl(const C* x, int64_t n) {
-  C m = max_contiguous(x, n);
-  if (std::isinf(m)) return m;  // all -inf, or a +inf that dominates: exp shifts give NaN
-  return m + std::log(sum_exp_shifted(x, n, m));
-}
-
-template <class C>
 void softmax_backward_row(const C* g, const C* y, C* gx, int64_t n, bool log) {
   if (log) {
     C s = sum_contiguous(g, n);
@@ -168,8 +161,12 @@ struct MakeBackward {
 
 void softmax_row(const float* x, float* y, int64_t n, bool log) { softmax_row_impl(x, y, n, log); }
 void softmax_row(const double* x, double* y, int64_t n, bool log) { softmax_row_impl(x, y, n, log); }
-float logsumexp_row(const float* x, int64_t n) { return logsumexp_impl(x, n); }
-double logsumexp_row(const double* x, int64_t n) { return logsumexp_impl(x, n); }
+float log_sum_exp_shifted(const float* x, int64_t n, float m) {
+  return std::log(sum_exp_shifted(x, n, m));
+}
+double log_sum_exp_shifted(const double* x, int64_t n, double m) {
+  return std::log(sum_exp_shifted(x, n, m));
+}
 
 const KernelTable<SoftmaxFn>& softmax_kernels() {
   static const auto table = floating_table<SoftmaxFn, MakeForward>();

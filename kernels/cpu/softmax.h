@@ -18,9 +18,10 @@ namespace loom::kernels::cpu {
 // y = softmax(x) (or log_softmax) over n contiguous values; y may alias x.
 void softmax_row(const float* x, float* y, int64_t n, bool log);
 void softmax_row(const double* x, double* y, int64_t n, bool log);
-// log(sum(exp(x))) over n >= 1 contiguous values, computed as max + log(sum(exp(x - max))).
-float logsumexp_row(const float* x, int64_t n);
-double logsumexp_row(const double* x, int64_t n);
+// log(sum(exp(x - m))) over n >= 1 contiguous values, m = their max (max_contiguous): the
+// caller adds m back where it cancels least (cross-entropy uses (m - x_t) + this).
+float log_sum_exp_shifted(const float* x, int64_t n, float m);
+double log_sum_exp_shifted(const double* x, int64_t n, double m);
 
 // y = softmax(x) or log_softmax(x) along R; x and y are contiguous (O, R, I) of one dtype.
 using SoftmaxFn = void (*)(const void* x, void* y, int64_t O, int64_t R, int64_t I, bool log);

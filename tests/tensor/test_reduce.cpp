@@ -211,6 +211,20 @@ TEST(Reduce, NanPropagatesAndTiesPickFirstIndex) {
   EXPECT_EQ(native::argmax(x, -1, false).dtype(), DType::i64);
 }
 
+TEST(Reduce, LongRowsNanAndInfinity) {
+  // Long enough for the vectorised lanes of the max and for chunked parallel rows.
+  std::vector<float> v(300000);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = float(i % 1000) - 500.0f;
+  v[1234] = std::numeric_limits<float>::infinity();
+  EXPECT_TRUE(std::isinf(native::amax(from_vector(v), {}, false).item<double>()));
+  EXPECT_EQ(native::amin(from_vector(v), {}, false).item<double>(), -500.0);
+  v[250000] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(native::amax(from_vector(v), {}, false).item<double>()));
+  EXPECT_TRUE(std::isnan(native::amin(from_vector(v), {}, false).item<double>()));
+  auto [val, idx] = native::max_dim(from_vector(v), 0, false);
+  EXPECT_EQ(idx.item<int64_t>(), 250000);
+}
+
 TEST(Reduce, MaxDimMatchesReferenceInEveryLayout) {
   manual_seed(4);
   Tensor x = randn({4, 70, 130}, DType::f32);
