@@ -44,13 +44,13 @@ AdamStep adam_step(const AdamOptions& o, int64_t t) {
 template <class T>
 void adam_fused(T* param, const T* grad, T* m, T* v, T* vmax, int64_t n, const AdamOptions& o,
                 const AdamStep& s, bool decoupled) {
-  using C = detail::ComputeType<T>;
+  using C = fused::ComputeType<T>;
   using kernels::elem_cast;
   const C b1 = C(o.beta1), b2 = C(o.beta2), eps = C(o.eps), wd = C(o.weight_decay);
   const C step_size = C(s.step_size), bc2_sqrt = C(s.bc2_sqrt), decay = C(s.decay);
   const bool l2 = !decoupled && o.weight_decay != 0.0;
   const bool decay_weights = decoupled && o.weight_decay != 0.0;
-  detail::for_each_element(n, [&](int64_t i) {
+  fused::for_each_element(n, [&](int64_t i) {
     C p = elem_cast<C>(param[i]);
     C g = elem_cast<C>(grad[i]);
     if (decay_weights) p *= decay;  // AdamW: θ = θ (1 - γλ)
@@ -148,7 +148,7 @@ void Adam::step_group(ParamGroup& group) {
     Tensor& m = st.buffers[kExpAvg];
     Tensor& v = st.buffers[kExpAvgSq];
     if (use_fused(p, grad)) {
-      detail::visit_floating(p.dtype(), name().c_str(), [&](auto tag) {
+      fused::visit_floating(p.dtype(), name().c_str(), [&](auto tag) {
         using T = decltype(tag);
         T* vmax = o.amsgrad ? st.buffers[kMaxExpAvgSq].data_ptr<T>() : nullptr;
         adam_fused<T>(p.data_ptr<T>(), grad.data_ptr<T>(), m.data_ptr<T>(), v.data_ptr<T>(), vmax,

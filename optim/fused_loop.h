@@ -15,7 +15,7 @@
 #include "tensor/dtype.h"
 #include "tensor/error.h"
 
-namespace loom::optim::detail {
+namespace loom::optim::fused {
 
 // Elements per parallel chunk: an optimizer step does a few flops per element, so chunks
 // below this cost more to hand out than to run.
@@ -45,4 +45,4 @@ void for_each_element(int64_t n, const Body& body) {
   });
 }
 
-}  // namespace loom::optim::detail
+}  // namespace loom::optim::fused

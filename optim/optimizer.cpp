@@ -95,28 +95,30 @@ void Optimizer::add_param_group(ParamGroup group) {
 
 int64_t Optimizer::num_params() const {
   int64_t n = 0;
-  for (const auto& g : groups_) n += int64_t(g.params.size());
+  for (const auto& g : param_groups()) n += int64_t(g.params.size());
   return n;
 }
 
 double Optimizer::lr(size_t group) const {
-  if (group >= groups_.size())
+  const auto& groups = param_groups();
+  if (group >= groups.size())
     throw ValueError(detail::concat(name_, ": lr: group ", group, " out of range (",
-                                    groups_.size(), " groups)"));
-  return groups_[group].lr();
+                                    groups.size(), " groups)"));
+  return groups[group].lr();
 }
 
 void Optimizer::set_lr(double lr) {
-  for (size_t i = 0; i < groups_.size(); ++i) set_lr(i, lr);
+  for (size_t i = 0; i < param_groups().size(); ++i) set_lr(i, lr);
 }
 
 void Optimizer::set_lr(size_t group, double lr) {
-  if (group >= groups_.size())
+  auto& groups = param_groups();
+  if (group >= groups.size())
     throw ValueError(detail::concat(name_, ": set_lr: group ", group, " out of range (",
-                                    groups_.size(), " groups)"));
+                                    groups.size(), " groups)"));
   if (!(lr >= 0.0))
     throw ValueError(detail::concat(name_, ": invalid learning rate ", lr, " (must be >= 0)"));
-  groups_[group].set_lr(lr);
+  groups[group].set_lr(lr);
 }
 
 const ParamState* Optimizer::state(const Tensor& param) const {

@@ -69,6 +69,9 @@ struct OptimizerStateDict {
   std::vector<Group> param_groups;
 };
 
+// Note [Wrapping optimizers]: the public operations are virtual so that a wrapper (Fabric's
+// FabricOptimizer) can forward them to the optimizer it wraps. The helpers that are not
+// virtual (lr, set_lr, num_params) go through param_groups(), so they see the wrapped groups.
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
@@ -77,16 +80,16 @@ class Optimizer {
 
   // One update of every parameter that has a gradient (undefined grads are skipped), run
   // under NoGradGuard.
-  void step();
+  virtual void step();
   // set_to_none drops the gradients (the next backward allocates fresh ones); otherwise
   // they are filled with zeros in place.
-  void zero_grad(bool set_to_none = true);
+  virtual void zero_grad(bool set_to_none = true);
 
   // Adds a group; its missing hyper-parameters come from the defaults. A parameter may
   // belong to one group only.
-  void add_param_group(ParamGroup group);
-  std::vector<ParamGroup>& param_groups() { return groups_; }
-  const std::vector<ParamGroup>& param_groups() const { return groups_; }
+  virtual void add_param_group(ParamGroup group);
+  virtual std::vector<ParamGroup>& param_groups() { return groups_; }
+  virtual const std::vector<ParamGroup>& param_groups() const { return groups_; }
   const HyperParams& defaults() const { return defaults_; }
   int64_t num_params() const;
   const std::string& name() const { return name_; }
@@ -96,17 +99,17 @@ class Optimizer {
   void set_lr(size_t group, double lr);  // one group
 
   // The state of one parameter, or nullptr before its first step.
-  const ParamState* state(const Tensor& param) const;
+  virtual const ParamState* state(const Tensor& param) const;
 
-  OptimizerStateDict state_dict() const;
+  virtual OptimizerStateDict state_dict() const;
   // Validates group count, group sizes and buffer shapes before changing anything; buffers
   // are copied onto each parameter's device and dtype.
-  void load_state_dict(const OptimizerStateDict& dict);
+  virtual void load_state_dict(const OptimizerStateDict& dict);
 
   // Points groups at new parameters (Note [Parameter identity]) and moves their state;
   // parameters not in the map are kept. Returns how many parameters were replaced. Used when
   // a strategy replaces parameters (sharding, flattening) after the optimizer was built.
-  int64_t replace_parameters(const std::unordered_map<TensorImpl*, Tensor>& old_to_new);
+  virtual int64_t replace_parameters(const std::unordered_map<TensorImpl*, Tensor>& old_to_new);
 
   // Whether contiguous CPU parameters are updated by one fused loop over raw data (the
   // default) instead of a sequence of tensor ops. Both give the same math; tests compare them.

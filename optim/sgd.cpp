@@ -21,12 +21,12 @@ constexpr const char* kMomentumBuffer = "momentum_buffer";
 // One fused pass over a parameter; `buf` is null without momentum, `first` at its first step.
 template <class T>
 void sgd_fused(T* param, const T* grad, T* buf, int64_t n, const SGDOptions& o, bool first) {
-  using C = detail::ComputeType<T>;
+  using C = fused::ComputeType<T>;
   using kernels::elem_cast;
   const C lr = C(o.lr), wd = C(o.weight_decay), mu = C(o.momentum);
   const C one_minus_damp = C(1.0 - o.dampening);
   const bool nesterov = o.nesterov;
-  detail::for_each_element(n, [&](int64_t i) {
+  fused::for_each_element(n, [&](int64_t i) {
     const C p = elem_cast<C>(param[i]);
     C g = elem_cast<C>(grad[i]);
     if (wd != C(0)) g += wd * p;  // L2 penalty: g = g + λ θ
@@ -100,7 +100,7 @@ void SGD::step_group(ParamGroup& group) {
         if (first) st.buffers[kMomentumBuffer] = native::empty(p.sizes(), p.dtype(), p.device());
         buf = st.buffers[kMomentumBuffer];
       }
-      detail::visit_floating(p.dtype(), "SGD", [&](auto tag) {
+      fused::visit_floating(p.dtype(), "SGD", [&](auto tag) {
         using T = decltype(tag);
         sgd_fused<T>(p.data_ptr<T>(), grad.data_ptr<T>(), buf.defined() ? buf.data_ptr<T>() : nullptr,
                      p.numel(), o, first);
