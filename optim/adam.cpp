@@ -14,6 +14,8 @@
 // by sqrt(1 - β2^t)), which matters for matching its numbers.
 #include "optim/adam.h"
 
+#include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 
 #include "optim/fused_loop.h"
@@ -40,32 +42,47 @@ AdamStep adam_step(const AdamOptions& o, int64_t t) {
   return {o.lr / bc1, std::sqrt(bc2), 1.0 - o.lr * o.weight_decay};
 }
 
-// One fused pass; `vmax` is null without amsgrad.
-template <class T>
+// One block of the update in two branch-free loops around a vectorised sqrt (Eigen's: a
+// plain std::sqrt call in the loop keeps GCC from vectorising it, for errno). Adam passes
+// decay = 1 and AdamW passes wd = 0; either no-op term leaves the value exactly unchanged.
+template <class C, bool kAmsgrad>
+void adam_block(C* __restrict param, const C* __restrict grad, C* __restrict m,
+                C* __restrict v, C* __restrict vmax, int64_t n, const AdamOptions& o,
+                const AdamStep& s, bool decoupled) {
+  const C b1 = C(o.beta1), b2 = C(o.beta2), eps = C(o.eps);
+  const C wd = decoupled ? C(0) : C(o.weight_decay);
+  const C decay = decoupled ? C(s.decay) : C(1);
+  const C step_size = C(s.step_size), inv_bc2_sqrt = C(1.0 / s.bc2_sqrt);
+  C denom[fused::kBlock];
+  for (int64_t i = 0; i < n; ++i) {
+    const C p = param[i] * decay;                  // AdamW: θ = θ (1 - γλ)
+    const C g = grad[i] + wd * p;                  // Adam: g = g + λ θ
+    m[i] = b1 * m[i] + (C(1) - b1) * g;            // m = β1 m + (1 - β1) g
+    v[i] = b2 * v[i] + (C(1) - b2) * g * g;        // v = β2 v + (1 - β2) g²
+    if constexpr (kAmsgrad) vmax[i] = std::max(vmax[i], v[i]);  // AMSGrad: v̂ = max(v̂, v)
+    denom[i] = kAmsgrad ? vmax[i] : v[i];
+    param[i] = p;
+  }
+  Eigen::Map<Eigen::Array<C, Eigen::Dynamic, 1>> d(denom, n);
+  d = d.sqrt() * inv_bc2_sqrt + eps;  // sqrt(v̂) / sqrt(1 - β2^t) + ε
+  for (int64_t i = 0; i < n; ++i) param[i] -= step_size * m[i] / denom[i];  // θ = θ - γ m̂ / denom
+}
+
+// One fused pass over a parameter; `vmax` is null without amsgrad.
+template <class T, bool kAmsgrad>
 void adam_fused(T* param, const T* grad, T* m, T* v, T* vmax, int64_t n, const AdamOptions& o,
                 const AdamStep& s, bool decoupled) {
   using C = fused::ComputeType<T>;
-  using kernels::elem_cast;
-  const C b1 = C(o.beta1), b2 = C(o.beta2), eps = C(o.eps), wd = C(o.weight_decay);
-  const C step_size = C(s.step_size), bc2_sqrt = C(s.bc2_sqrt), decay = C(s.decay);
-  const bool l2 = !decoupled && o.weight_decay != 0.0;
-  const bool decay_weights = decoupled && o.weight_decay != 0.0;
-  fused::for_each_element(n, [&](int64_t i) {
-    C p = elem_cast<C>(param[i]);
-    C g = elem_cast<C>(grad[i]);
-    if (decay_weights) p *= decay;  // AdamW: θ = θ (1 - γλ)
-    if (l2) g += wd * p;            // Adam: g = g + λ θ
-    const C mi = b1 * elem_cast<C>(m[i]) + (C(1) - b1) * g;      // m = β1 m + (1 - β1) g
-    const C vi = b2 * elem_cast<C>(v[i]) + (C(1) - b2) * g * g;  // v = β2 v + (1 - β2) g²
-    m[i] = elem_cast<T>(mi);
-    v[i] = elem_cast<T>(vi);
-    C vhat = vi;
-    if (vmax) {  // AMSGrad: v̂ = max(v̂, v)
-      vhat = std::max(elem_cast<C>(vmax[i]), vi);
-      vmax[i] = elem_cast<T>(vhat);
-    }
-    const C denom = std::sqrt(vhat) / bc2_sqrt + eps;  // sqrt(v̂ / (1 - β2^t)) + ε
-    param[i] = elem_cast<T>(p - step_size * mi / denom);  // θ = θ - γ m̂ / denom
+  fused::for_each_block(n, [&](int64_t b, int64_t len) {
+    fused::Block<T> pb(param + b, len), mb(m + b, len), vb(v + b, len);
+    fused::Block<const T> gb(grad + b, len);
+    fused::Block<T> vmaxb(kAmsgrad ? vmax + b : nullptr, kAmsgrad ? len : 0);
+    adam_block<C, kAmsgrad>(pb.get(), gb.get(), mb.get(), vb.get(), vmaxb.get(), len, o, s,
+                            decoupled);
+    pb.write_back();
+    mb.write_back();
+    vb.write_back();
+    vmaxb.write_back();
   });
 }
 
@@ -151,8 +168,12 @@ void Adam::step_group(ParamGroup& group) {
       fused::visit_floating(p.dtype(), name().c_str(), [&](auto tag) {
         using T = decltype(tag);
         T* vmax = o.amsgrad ? st.buffers[kMaxExpAvgSq].data_ptr<T>() : nullptr;
-        adam_fused<T>(p.data_ptr<T>(), grad.data_ptr<T>(), m.data_ptr<T>(), v.data_ptr<T>(), vmax,
-                      p.numel(), o, s, decoupled_);
+        if (vmax)
+          adam_fused<T, true>(p.data_ptr<T>(), grad.data_ptr<T>(), m.data_ptr<T>(),
+                              v.data_ptr<T>(), vmax, p.numel(), o, s, decoupled_);
+        else
+          adam_fused<T, false>(p.data_ptr<T>(), grad.data_ptr<T>(), m.data_ptr<T>(),
+                               v.data_ptr<T>(), nullptr, p.numel(), o, s, decoupled_);
       });
       p.storage()->bump_version();
       continue;

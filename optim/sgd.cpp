@@ -18,26 +18,48 @@ namespace {
 
 constexpr const char* kMomentumBuffer = "momentum_buffer";
 
+// One block of the update, branch-free inside the loop so that it vectorises. The buffer
+// starts as zeros and the first step passes mu = 0, one_minus_damp = 1, which gives b = g
+// exactly; weight_decay = 0 adds 0 * θ, which leaves g exactly as it is.
+template <class C, bool kMomentum, bool kNesterov>
+void sgd_block(C* __restrict param, const C* __restrict grad, C* __restrict buf, int64_t n, C lr,
+               C wd, C mu, C one_minus_damp, C nesterov_mu) {
+  for (int64_t i = 0; i < n; ++i) {
+    C g = grad[i] + wd * param[i];  // L2 penalty: g = g + λ θ
+    if constexpr (kMomentum) {
+      const C b = mu * buf[i] + one_minus_damp * g;  // b = μ b + (1 - τ) g  (b = g at step 1)
+      buf[i] = b;
+      g = kNesterov ? g + nesterov_mu * b : b;  // Nesterov looks ahead along the buffer
+    }
+    param[i] -= lr * g;  // descent step: θ = θ - γ g
+  }
+}
+
 // One fused pass over a parameter; `buf` is null without momentum, `first` at its first step.
-template <class T>
+template <class T, bool kMomentum, bool kNesterov>
 void sgd_fused(T* param, const T* grad, T* buf, int64_t n, const SGDOptions& o, bool first) {
   using C = fused::ComputeType<T>;
-  using kernels::elem_cast;
-  const C lr = C(o.lr), wd = C(o.weight_decay), mu = C(o.momentum);
-  const C one_minus_damp = C(1.0 - o.dampening);
-  const bool nesterov = o.nesterov;
-  fused::for_each_element(n, [&](int64_t i) {
-    const C p = elem_cast<C>(param[i]);
-    C g = elem_cast<C>(grad[i]);
-    if (wd != C(0)) g += wd * p;  // L2 penalty: g = g + λ θ
-    if (buf) {
-      // momentum buffer: b = g at the first step, else b = μ b + (1 - τ) g
-      const C b = first ? g : mu * elem_cast<C>(buf[i]) + one_minus_damp * g;
-      buf[i] = elem_cast<T>(b);
-      g = nesterov ? g + mu * b : b;  // Nesterov looks ahead along the buffer
-    }
-    param[i] = elem_cast<T>(p - lr * g);  // descent step: θ = θ - γ g
+  const C mu = first ? C(0) : C(o.momentum);
+  const C one_minus_damp = first ? C(1) : C(1.0 - o.dampening);
+  fused::for_each_block(n, [&](int64_t b, int64_t len) {
+    fused::Block<T> p(param + b, len);
+    fused::Block<const T> g(grad + b, len);
+    fused::Block<T> m(kMomentum ? buf + b : nullptr, kMomentum ? len : 0);
+    sgd_block<C, kMomentum, kNesterov>(p.get(), g.get(), m.get(), len, C(o.lr),
+                                       C(o.weight_decay), mu, one_minus_damp, C(o.momentum));
+    m.write_back();
+    p.write_back();
   });
+}
+
+template <class T>
+void sgd_dispatch(T* param, const T* grad, T* buf, int64_t n, const SGDOptions& o, bool first) {
+  if (!buf)
+    sgd_fused<T, false, false>(param, grad, buf, n, o, first);
+  else if (o.nesterov)
+    sgd_fused<T, true, true>(param, grad, buf, n, o, first);
+  else
+    sgd_fused<T, true, false>(param, grad, buf, n, o, first);
 }
 
 }  // namespace
@@ -97,12 +119,15 @@ void SGD::step_group(ParamGroup& group) {
     if (use_fused(p, grad)) {
       Tensor buf;
       if (o.momentum != 0.0) {
-        if (first) st.buffers[kMomentumBuffer] = native::empty(p.sizes(), p.dtype(), p.device());
+        if (first) {  // zeros: the first step reads 0 * b (see sgd_block)
+          st.buffers[kMomentumBuffer] = native::empty(p.sizes(), p.dtype(), p.device());
+          native::fill_(st.buffers[kMomentumBuffer], 0.0);
+        }
         buf = st.buffers[kMomentumBuffer];
       }
       fused::visit_floating(p.dtype(), "SGD", [&](auto tag) {
         using T = decltype(tag);
-        sgd_fused<T>(p.data_ptr<T>(), grad.data_ptr<T>(), buf.defined() ? buf.data_ptr<T>() : nullptr,
+        sgd_dispatch<T>(p.data_ptr<T>(), grad.data_ptr<T>(), buf.defined() ? buf.data_ptr<T>() : nullptr,
                      p.numel(), o, first);
       });
       p.storage()->bump_version();

@@ -37,7 +37,7 @@ Vec initial_values(int64_t n = kN, double shift = 0.0) {
 Vec grad_at(int t, int64_t n = kN, double shift = 0.0) {
   Vec g;
   for (int64_t i = 0; i < n; ++i)
-    g.push_back(std::sin(0.7 * double(i) + 1.3 * double(t) + shift) * (1.0 + 0.1 * double(i)) *
+    g.push_back(std::sin(0.7 * double(i) + 1.3 * double(t) + shift) * (1.0 + 0.1 * double(i % 10)) *
                 std::exp(-0.15 * double(t)));
   return g;
 }
@@ -115,7 +115,15 @@ void run_steps(Optimizer& opt, std::vector<Tensor>& params, int steps, int first
 
 void expect_near(const Vec& got, const Vec& want, double tol) {
   ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], tol) << "element " << i;
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], tol) << "element " << i;  // first mismatch only
+}
+
+// |got - want| <= tol * max(1, |want|): bf16 keeps 8 significant bits.
+void expect_near_rel(const Vec& got, const Vec& want, double tol) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], tol * std::max(1.0, std::abs(want[i]))) << "element " << i;
 }
 
 double tolerance(DType d) { return d == DType::f64 ? 1e-12 : 1e-6; }
@@ -355,6 +363,27 @@ TEST(Adam, DefaultsFollowPyTorch) {
   EXPECT_DOUBLE_EQ(adam.defaults().at("beta2"), 0.999);
   EXPECT_DOUBLE_EQ(adam.defaults().at("eps"), 1e-8);
   EXPECT_DOUBLE_EQ(adam.defaults().at("amsgrad"), 0.0);
+}
+
+TEST(Optimizer, LargeParametersCrossBlockAndThreadBoundaries) {
+  // More elements than one fused block (1024) and one parallel chunk (32768), with a ragged tail.
+  const int64_t n = 3 * 32768 + 1029;
+  const SgdRef sgd_ref{0.05, 0.9, 0, 0.01, true};
+  const AdamRef adam_ref{1e-2, 0.8, 0.9, 1e-6, 0.3, true, true};
+  Vec init(n);  // bounded, unlike initial_values(), so f32 resolves 1e-6
+  for (int64_t i = 0; i < n; ++i) init[size_t(i)] = std::cos(0.37 * double(i));
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const double tol = dtype == DType::f32 ? 1e-6 : 3e-2;
+    std::vector<Tensor> a{make_param(init, dtype)};
+    SGD sgd(a, sgd_ref.lr, sgd_options(sgd_ref));
+    run_steps(sgd, a, 3);
+    expect_near_rel(a[0].to_vector<double>(), sgd_reference(init, sgd_ref, 3), tol);
+    std::vector<Tensor> b{make_param(init, dtype)};
+    auto adam = make_adam(b, adam_ref);
+    run_steps(*adam, b, 3);
+    expect_near_rel(b[0].to_vector<double>(), adam_reference(init, adam_ref, 3), tol);
+  }
 }
 
 // ---- state_dict ----
