@@ -192,17 +192,6 @@ inline C pick(C a, C b) {  // the larger (smaller) of a and b; NaN in either win
     return (b < a || b != b) ? b : a;
 }
 
-template <bool kMax, class C>
-C extremum_run(const C* x, int64_t n) {
-  if constexpr (kMax) {
-    return max_contiguous(x, n);
-  } else {
-    C m = x[0];
-    for (int64_t i = 1; i < n; ++i) m = pick<false>(m, x[i]);
-    return m;
-  }
-}
-
 // Neutral start for accumulating a max (min): -inf (+inf), or the integer type's extreme.
 template <class C, bool kMax>
 constexpr C extremum_identity() {
@@ -228,11 +217,11 @@ void extremum_kernel(const void* xv, void* outv, int64_t O, int64_t R, int64_t I
           for (int64_t b = 0; b < len; b += kConvert) {
             int64_t n = std::min(kConvert, len - b);
             for (int64_t i = 0; i < n; ++i) buf[i] = load(src[b + i]);
-            best = pick<kMax>(best, extremum_run<kMax>(buf, n));
+            best = pick<kMax>(best, extremum_contiguous<kMax>(buf, n));
           }
           return best;
         } else {
-          return extremum_run<kMax>(src, len);
+          return extremum_contiguous<kMax>(src, len);
         }
       },
       [&](C* acc, int64_t o, int64_t r, int64_t i0, int64_t w) {

@@ -12,6 +12,7 @@
 // Letters: O outer outputs, R reduced length, I inner outputs.
 #pragma once
 
+#include <Eigen/Core>
 #include <cstdint>
 #include <type_traits>
 
@@ -55,37 +56,28 @@ Acc sum_contiguous(const Acc* x, int64_t n) {
   return pairwise_sum<Acc>(n, [x](int64_t i) { return x[i]; });
 }
 
-// Largest value of a contiguous run (n >= 1); a NaN anywhere makes the result NaN.
-// The hot loop is a plain lane-wise `v > a ? v : a` (one vmaxps) plus a probe lane summing
-// v - v, which is 0 for finite v and NaN for NaN or inf; only when the probe trips does a
-// scalar pass settle NaN propagation. (A NaN test inside the select keeps g++ from
-// vectorising the loop at all.)
+// Largest (smallest) value of a contiguous run (n >= 1); a NaN anywhere makes the result
+// NaN. f32/f64 go through Eigen's PropagateNaN reductions (vmaxps + a NaN blend): g++ does
+// not vectorise a NaN-aware select loop without -ffast-math, whatever its form. Other types
+// (integers, bool) use the plain loop, which has no NaN to care about.
+template <bool kMax, class T>
+T extremum_contiguous(const T* x, int64_t n) {
+  if constexpr (std::is_floating_point_v<T>) {
+    Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> a(x, n);
+    if constexpr (kMax)
+      return a.template maxCoeff<Eigen::PropagateNaN>();
+    else
+      return a.template minCoeff<Eigen::PropagateNaN>();
+  } else {
+    T m = x[0];
+    for (int64_t i = 1; i < n; ++i) m = (kMax ? x[i] > m : x[i] < m) ? x[i] : m;
+    return m;
+  }
+}
+
 template <class T>
 T max_contiguous(const T* x, int64_t n) {
-  constexpr int kLanes = 32 / int(sizeof(T)) * 2;
-  T acc[kLanes], probe[kLanes] = {};
-  for (int j = 0; j < kLanes; ++j) acc[j] = x[0];
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      T v = x[i + j];
-      acc[j] = v > acc[j] ? v : acc[j];
-      if constexpr (std::is_floating_point_v<T>) probe[j] += v - v;
-    }
-  T m = x[0];
-  bool special = false;
-  for (int j = 0; j < kLanes; ++j) {
-    m = acc[j] > m ? acc[j] : m;
-    if constexpr (std::is_floating_point_v<T>) special |= probe[j] != probe[j];
-  }
-  for (; i < n; ++i) {
-    m = x[i] > m ? x[i] : m;
-    if constexpr (std::is_floating_point_v<T>) special |= x[i] != x[i];
-  }
-  if (special)
-    for (int64_t k = 0; k < n; ++k)
-      if (x[k] != x[k]) return x[k];
-  return m;
+  return extremum_contiguous<true>(x, n);
 }
 
 // The dtype sums accumulate and are returned in: f64 -> f64; f32/f16/bf16 -> f32; integers

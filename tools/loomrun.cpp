@@ -1,0 +1,79 @@
+// loomrun: starts N processes of a program on this node with the rank variables set
+// (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT),
+// prefixes their output with "[rank R] ", and stops all of them when one fails.
+//
+//   loomrun --nproc-per-node 2 ./train --epochs 3
+//   loomrun --nproc-per-node 8 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 ./train
+//   (and the same with --node-rank 1 on the second node)
+//
+// A thin command line over dist::ProcessLauncher; the process supervision lives there so
+// Fabric can reuse it. Exit code: 0 when every rank succeeded, else the failed rank's status
+// (128 + signal when it was killed), 128 + signal when interrupted, 2 for usage errors.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "dist/cluster_environment.h"
+#include "dist/process_launcher.h"
+#include "dist/socket.h"
+#include "tensor/error.h"
+
+int main(int argc, char** argv) {
+  using namespace loom::dist;
+  CLI::App app{"loomrun: start the ranks of a loom program on this node"};
+  app.prefix_command();  // everything from the program name on belongs to the program
+  int nproc_per_node = 1;
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string master_addr = kDefaultMainAddress;
+  int master_port = 0;
+  double grace_seconds = 5.0;
+  bool no_prefix = false;
+  app.add_option("--nproc-per-node,--nproc_per_node", nproc_per_node,
+                 "processes (ranks) to start on this node")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--nnodes", nnodes, "number of nodes in the job")->check(CLI::PositiveNumber);
+  app.add_option("--node-rank,--node_rank", node_rank, "index of this node, 0..nnodes-1")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--master-addr,--master_addr", master_addr,
+                 "address of node 0, where rank 0 hosts the rendezvous store");
+  app.add_option("--master-port,--master_port", master_port,
+                 "port of the rendezvous store; default: a free port on a single node, 29500 "
+                 "with several nodes (it must be the same on every node)")
+      ->check(CLI::Range(0, 65535));
+  app.add_option("--grace-period", grace_seconds,
+                 "seconds between SIGTERM and SIGKILL when stopping the ranks")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--no-prefix", no_prefix, "do not prefix output lines with [rank R]");
+  app.footer("Positional: program [args...]: the program each rank runs, with its arguments.");
+  CLI11_PARSE(app, argc, argv);
+
+  std::vector<std::string> command = app.remaining();
+  if (command.empty()) {
+    std::cerr << "loomrun: error: no program given; usage: loomrun --nproc-per-node N program "
+                 "[args...]\n";
+    return 2;
+  }
+  try {
+    if (master_port == 0) master_port = nnodes == 1 ? find_free_port() : kDefaultMainPort;
+    LauncherOptions options;
+    options.output = no_prefix ? OutputMode::kInherit : OutputMode::kPrefixLines;
+    options.grace_period = std::chrono::milliseconds(static_cast<int64_t>(grace_seconds * 1000.0));
+    options.forward_signals = true;
+    ProcessLauncher launcher(options);
+    for (int local_rank = 0; local_rank < nproc_per_node; ++local_rank) {
+      RankLayout layout{nproc_per_node, nnodes, node_rank, local_rank, master_addr, master_port};
+      EnvMap vars = loomrun_variables(layout);
+      launcher.spawn(ProcessSpec{std::stoi(vars.at("RANK")), command, vars});
+    }
+    LaunchResult result = launcher.wait();
+    if (!result.ok()) std::cerr << "loomrun: " << result.message << "\n";
+    return result.exit_code();
+  } catch (const loom::ValueError& e) {
+    std::cerr << "loomrun: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "loomrun: " << e.what() << "\n";
+    return 1;
+  }
+}
