@@ -1,19 +1,20 @@
-// default_collate and the copy-based stack it uses.
+// default_collate: validate each field across the examples, then native::stack it.
 //
-// The stack is written here with native::empty + native::copy_ into select() views rather than
-// calling native::stack, so the data layer needs only the tensor core: one strided copy per
-// example row, which is all a stack does anyway.
+// The checks are repeated here (native::stack would catch a shape mismatch too) so that the
+// message speaks of examples and fields and suggests the fix a data pipeline needs: padding
+// or a custom collate.
 #include "data/collate.h"
 
 #include "tensor/native.h"
 
 namespace loom::data {
+namespace {
 
-Tensor stack_rows(const std::vector<Tensor>& tensors, const char* what) {
+// One field of every example stacked along a new dim 0; `what` names it in errors.
+Tensor stack_field(const std::vector<Tensor>& tensors, const char* what) {
   if (tensors.empty()) throw ValueError(detail::concat(what, ": nothing to stack (no examples)"));
   const Tensor& first = tensors[0];
   if (!first.defined()) throw ValueError(detail::concat(what, ": tensor 0 is undefined"));
-  DType dtype = first.dtype();
   for (size_t i = 1; i < tensors.size(); ++i) {
     const Tensor& t = tensors[i];
     if (!t.defined()) throw ValueError(detail::concat(what, ": tensor ", i, " is undefined"));
@@ -24,16 +25,11 @@ Tensor stack_rows(const std::vector<Tensor>& tensors, const char* what) {
     if (t.device() != first.device())
       throw ValueError(detail::concat(what, ": example ", i, " is on ", t.device(),
                                       " but example 0 is on ", first.device()));
-    dtype = promote_types(dtype, t.dtype());
   }
-  Shape sizes = first.sizes();
-  sizes.insert(sizes.begin(), int64_t(tensors.size()));
-  Tensor out = native::empty(sizes, dtype, first.device());
-  if (out.is_meta()) return out;  // Note [Meta tensors]: shape and dtype only
-  for (size_t i = 0; i < tensors.size(); ++i)
-    native::copy_(native::select(out, 0, int64_t(i)), tensors[i]);
-  return out;
+  return native::stack(tensors, 0);  // promotes mixed dtypes; meta in, meta out
 }
+
+}  // namespace
 
 Batch default_collate(std::vector<Example> examples) {
   if (examples.empty()) throw ValueError("default_collate: the batch has no examples");
@@ -49,7 +45,7 @@ Batch default_collate(std::vector<Example> examples) {
   for (size_t f = 0; f < fields; ++f) {
     for (size_t i = 0; i < examples.size(); ++i) column[i] = std::move(examples[i][f]);
     std::string what = detail::concat("default_collate (field ", f, ")");
-    batch.push_back(stack_rows(column, what.c_str()));
+    batch.push_back(stack_field(column, what.c_str()));
   }
   return batch;
 }

@@ -19,9 +19,4 @@ using Collate = std::function<Batch(std::vector<Example>)>;
 // needs the same shape and device in every example; mixed dtypes promote (as torch.stack).
 Batch default_collate(std::vector<Example> examples);
 
-// Copies `tensors` (same shape, same device) into one new contiguous tensor of shape
-// (tensors.size(), *shape) with dtype promoted across them. Meta inputs give a meta output.
-// `what` names the caller in error messages.
-Tensor stack_rows(const std::vector<Tensor>& tensors, const char* what);
-
 }  // namespace loom::data

@@ -76,8 +76,8 @@ DataLoaderOptions DataLoader::options_with_sampler(std::shared_ptr<Sampler> samp
   DataLoaderOptions o = options_;
   o.shuffle = false;  // the sampler decides the order now
   if (o.batch_sampler) {
-    o.batch_sampler = std::make_shared<BatchSampler>(std::move(sampler), o.batch_sampler->batch_size(),
-                                                     o.batch_sampler->drop_last());
+    o.batch_sampler = std::make_shared<BatchSampler>(
+        std::move(sampler), o.batch_sampler->batch_size(), o.batch_sampler->drop_last());
   } else {
     o.sampler = std::move(sampler);
   }
@@ -89,7 +89,8 @@ std::shared_ptr<DataLoader> DataLoader::rebuild(std::shared_ptr<Sampler> sampler
     throw ValueError(detail::concat(
         "DataLoader::rebuild: ", type_name(typeid(*this)),
         " is a DataLoader subclass that cannot be re-created from its options alone; derive it "
-        "from RebuildableDataLoader<", type_name(typeid(*this)),
+        "from RebuildableDataLoader<",
+        type_name(typeid(*this)),
         ", ExtraArgs...> (or override rebuild()) so it can be rebuilt with another sampler"));
   return std::make_shared<DataLoader>(dataset_, options_with_sampler(std::move(sampler)));
 }

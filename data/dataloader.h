@@ -31,13 +31,16 @@ class BatchPrefetcher;
 struct DataLoaderOptions {
   int64_t batch_size = 1;
   bool shuffle = false;  // a RandomSampler(seed); exclusive with sampler and batch_sampler
-  std::shared_ptr<Sampler> sampler = nullptr;             // exclusive with shuffle and batch_sampler
-  std::shared_ptr<BatchSampler> batch_sampler = nullptr;  // exclusive with batch_size, shuffle, sampler, drop_last
+  // The explicit `= nullptr`s let callers use designated initializers ({.batch_size = 4})
+  // without -Wmissing-field-initializers firing on the members they leave out.
+  std::shared_ptr<Sampler> sampler = nullptr;  // exclusive with shuffle and batch_sampler
+  // Exclusive with batch_size, shuffle, sampler and drop_last.
+  std::shared_ptr<BatchSampler> batch_sampler = nullptr;
   bool drop_last = false;
-  int num_workers = 0;  // 0: fetch on the consuming thread
+  int num_workers = 0;        // 0: fetch on the consuming thread
   Collate collate = nullptr;  // empty: default_collate
-  uint64_t seed = 0;    // shuffling and per-batch generator seeding
-  int prefetch_factor = 2;  // batches in flight per worker
+  uint64_t seed = 0;          // shuffling and per-batch generator seeding
+  int prefetch_factor = 2;    // batches in flight per worker
 };
 
 class DataLoader {

@@ -10,8 +10,12 @@ namespace loom::data {
 
 DistributedSampler::DistributedSampler(int64_t dataset_size, int64_t num_replicas, int64_t rank,
                                        bool shuffle, uint64_t seed, bool drop_last)
-    : dataset_size_(dataset_size), num_replicas_(num_replicas), rank_(rank), shuffle_(shuffle),
-      seed_(seed), drop_last_(drop_last) {
+    : dataset_size_(dataset_size),
+      num_replicas_(num_replicas),
+      rank_(rank),
+      shuffle_(shuffle),
+      seed_(seed),
+      drop_last_(drop_last) {
   LOOM_VALUE_CHECK(dataset_size >= 0, "DistributedSampler: dataset_size must be >= 0, got ",
                    dataset_size);
   LOOM_VALUE_CHECK(num_replicas >= 1, "DistributedSampler: num_replicas must be >= 1, got ",
@@ -19,8 +23,8 @@ DistributedSampler::DistributedSampler(int64_t dataset_size, int64_t num_replica
   LOOM_VALUE_CHECK(rank >= 0 && rank < num_replicas, "DistributedSampler: invalid rank ", rank,
                    ", rank should be in the interval [0, ", num_replicas - 1, "]");
   // Dropping keeps floor(N / R) per rank; padding gives ceil(N / R).
-  num_samples_ = drop_last ? dataset_size / num_replicas
-                           : (dataset_size + num_replicas - 1) / num_replicas;
+  num_samples_ =
+      drop_last ? dataset_size / num_replicas : (dataset_size + num_replicas - 1) / num_replicas;
 }
 
 void DistributedSampler::set_epoch(int64_t epoch) {

@@ -94,7 +94,9 @@ TEST(TensorDataset, RowsAreViews) {
 }
 
 TEST(TensorDataset, RejectsMismatchedSizesAndBadIndices) {
-  EXPECT_THAT(error_of([] { TensorDataset({zeros({4, 2}), zeros({5})}); }),
+  EXPECT_THAT(error_of([] {
+                TensorDataset({zeros({4, 2}), zeros({5})});
+              }),
               HasSubstr("size mismatch between tensors: tensor 1 has shape [5] but tensor 0 "
                         "has shape [4, 2]"));
   EXPECT_THAT(error_of([] { TensorDataset(std::vector<Tensor>{}); }),
@@ -121,17 +123,21 @@ TEST(DefaultCollate, StacksNonContiguousAndMetaExamples) {
   Tensor col0 = native::select(m, 1, 0), col2 = native::select(m, 1, 2);  // strided
   Batch b = default_collate({{col0}, {col2}});
   EXPECT_THAT(b[0].to_vector<float>(), ElementsAre(0, 3, 2, 5));
-  Batch meta = default_collate({{empty({4, 5}, DType::bf16, Device::meta())},
-                                {empty({4, 5}, DType::bf16, Device::meta())}});
+  Batch meta = default_collate(
+      {{empty({4, 5}, DType::bf16, Device::meta())}, {empty({4, 5}, DType::bf16, Device::meta())}});
   EXPECT_TRUE(meta[0].is_meta());
   EXPECT_EQ(meta[0].sizes(), Shape({2, 4, 5}));
   EXPECT_EQ(meta[0].dtype(), DType::bf16);
 }
 
 TEST(DefaultCollate, ExplainsMismatches) {
-  EXPECT_THAT(error_of([] { default_collate({{zeros({2})}, {zeros({3})}}); }),
+  EXPECT_THAT(error_of([] {
+                default_collate({{zeros({2})}, {zeros({3})}});
+              }),
               HasSubstr("cannot stack shape [3] (example 1) with shape [2] (example 0)"));
-  EXPECT_THAT(error_of([] { default_collate({{zeros({2})}, {zeros({2}), zeros({2})}}); }),
+  EXPECT_THAT(error_of([] {
+                default_collate({{zeros({2})}, {zeros({2}), zeros({2})}});
+              }),
               HasSubstr("example 1 has 2 fields but example 0 has 1"));
   EXPECT_THAT(error_of([] { default_collate({}); }), HasSubstr("no examples"));
 }
@@ -161,7 +167,7 @@ TEST(DataLoader, ShuffleIsSeededAndReshufflesEachEpoch) {
   DataLoader b(make_xy(), {.batch_size = 3, .shuffle = true, .seed = 11});
   auto a0 = labels(a), a1 = labels(a);
   EXPECT_EQ(a.epochs_started(), 2);
-  EXPECT_NE(a0, a1);  // a new epoch reshuffles
+  EXPECT_NE(a0, a1);         // a new epoch reshuffles
   EXPECT_EQ(labels(b), a0);  // same seed, same order
   EXPECT_EQ(labels(b), a1);
   // The first epoch is the seeded permutation of epoch 0.
@@ -203,8 +209,11 @@ TEST(DataLoader, WorkersDeliverTheSameOrderAsTheMainThread) {
     auto expected0 = labels(serial), expected1 = labels(serial);
     for (int workers : {1, 2, 4}) {
       // A slow dataset makes workers finish out of order; delivery must not.
-      DataLoader threaded(make_xy(37), {.batch_size = 3, .shuffle = shuffle, .num_workers = workers,
-                                        .seed = 5, .prefetch_factor = 1});
+      DataLoader threaded(make_xy(37), {.batch_size = 3,
+                                        .shuffle = shuffle,
+                                        .num_workers = workers,
+                                        .seed = 5,
+                                        .prefetch_factor = 1});
       EXPECT_EQ(labels(threaded), expected0) << workers << " workers";
       EXPECT_EQ(labels(threaded), expected1) << workers << " workers";
     }
@@ -294,7 +303,10 @@ TEST(DataLoader, WorkerExceptionSurfacesInTheConsumer) {
     EXPECT_THAT(firsts, ElementsAre(0, 4)) << workers;  // batches before the failing one
     EXPECT_EQ(ds.use_count(), 2);
     // The loader is usable again afterwards (a new epoch fails at the same batch).
-    EXPECT_THAT(error_of([&] { for (Batch& b : loader) (void)b; }), HasSubstr("example 9"));
+    EXPECT_THAT(error_of([&] {
+                  for (Batch& b : loader) (void)b;
+                }),
+                HasSubstr("example 9"));
   }
 }
 
@@ -321,7 +333,8 @@ TEST(DataLoader, RejectsBadOptionsLikePyTorch) {
   EXPECT_THAT(error_of([&] { DataLoader(ds, {.batch_size = 0}); }),
               HasSubstr("batch_size should be a positive integer, got 0"));
   EXPECT_THAT(error_of([&] {
-                DataLoader(ds, {.shuffle = true, .sampler = std::make_shared<SequentialSampler>(10)});
+                DataLoader(ds,
+                           {.shuffle = true, .sampler = std::make_shared<SequentialSampler>(10)});
               }),
               HasSubstr("sampler option is mutually exclusive with shuffle"));
   auto bs = std::make_shared<BatchSampler>(std::make_shared<SequentialSampler>(10), 2, false);
@@ -335,7 +348,9 @@ TEST(DataLoader, RejectsBadOptionsLikePyTorch) {
   EXPECT_THAT(error_of([] { DataLoader(nullptr); }), HasSubstr("dataset is null"));
   // A sampler built for a bigger dataset is caught at fetch time with a hint.
   DataLoader wrong(ds, {.sampler = std::make_shared<SequentialSampler>(12)});
-  EXPECT_THAT(error_of([&] { for (Batch& b : wrong) (void)b; }),
+  EXPECT_THAT(error_of([&] {
+                for (Batch& b : wrong) (void)b;
+              }),
               HasSubstr("the sampler produced index 10 but the dataset has 10 examples"));
 }
 
@@ -346,8 +361,13 @@ TEST(DataLoaderRebuild, KeepsOptionsAndSwapsTheSampler) {
     return default_collate(std::move(e));
   };
   auto ds = make_xy();
-  DataLoader original(ds, {.batch_size = 2, .shuffle = true, .drop_last = true, .num_workers = 0,
-                           .collate = counting, .seed = 17, .prefetch_factor = 3});
+  DataLoader original(ds, {.batch_size = 2,
+                           .shuffle = true,
+                           .drop_last = true,
+                           .num_workers = 0,
+                           .collate = counting,
+                           .seed = 17,
+                           .prefetch_factor = 3});
   EXPECT_TRUE(original.options().shuffle);
   EXPECT_EQ(original.options().sampler, nullptr);  // as given, not as resolved
   EXPECT_NE(dynamic_cast<RandomSampler*>(original.sampler().get()), nullptr);
@@ -370,7 +390,8 @@ TEST(DataLoaderRebuild, KeepsOptionsAndSwapsTheSampler) {
 TEST(DataLoaderRebuild, ReplacesTheSamplerInsideAGivenBatchSampler) {
   auto bs = std::make_shared<BatchSampler>(std::make_shared<SequentialSampler>(10), 3, true);
   DataLoader original(make_xy(), {.batch_sampler = bs});
-  auto rebuilt = original.rebuild(std::make_shared<DistributedSampler>(10, 2, 0, false));  // 0 2 4 6 8
+  auto rebuilt =
+      original.rebuild(std::make_shared<DistributedSampler>(10, 2, 0, false));  // 0 2 4 6 8
   ASSERT_NE(rebuilt->options().batch_sampler, nullptr);
   EXPECT_NE(rebuilt->options().batch_sampler, bs);
   EXPECT_EQ(rebuilt->batch_sampler()->batch_size(), 3);
@@ -419,7 +440,7 @@ TEST(DataLoaderRebuild, SubclassKeepsItsConstructorArguments) {
   for (Batch& b : *scaled) xs.push_back(b[0].to_vector<float>());
   ASSERT_EQ(xs.size(), 2u);
   EXPECT_THAT(xs[0], ElementsAre(60, 70, 140, 150));  // rows 3 and 7, times 10
-  EXPECT_THAT(xs[1], ElementsAre(20, 30));             // row 1
+  EXPECT_THAT(xs[1], ElementsAre(20, 30));            // row 1
   // Rebuilding the rebuilt one works too.
   auto again = std::dynamic_pointer_cast<ScaledLoader>(
       scaled->rebuild(std::make_shared<SequentialSampler>(10)));

@@ -123,11 +123,11 @@ TEST(DistributedSampler, ShardsAreDisjointAndEqualSize) {
         for (int64_t i : mine) seen[i]++;
       }
       if (drop_last) {
-        EXPECT_EQ(share, 5u);  // floor(23 / 4)
+        EXPECT_EQ(share, 5u);         // floor(23 / 4)
         EXPECT_EQ(seen.size(), 20u);  // 20 distinct indices, each exactly once
         for (auto [i, count] : seen) EXPECT_EQ(count, 1) << i;
       } else {
-        EXPECT_EQ(share, 6u);  // ceil(23 / 4)
+        EXPECT_EQ(share, 6u);         // ceil(23 / 4)
         EXPECT_EQ(seen.size(), 23u);  // every example visited; one padded example twice
         int twice = 0;
         for (auto [i, count] : seen) twice += count == 2;
