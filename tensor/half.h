@@ -53,7 +53,8 @@ inline uint16_t f32_to_f16(float f) {
     if (ax < 0x33000000u) return sign;  // < 2^-25 rounds to zero
     uint32_t e = ax >> 23;
     uint32_t m = (ax & 0x7fffffu) | 0x800000u;
-    // value = m * 2^(e-150); in units of 2^-24: m * 2^(e-126) = m >> (126 - e)
+    // value = m * 2^(e-150); in units of the f16 subnormal step 2^-24 that is m >> (126 - e).
+    uint32_t shift = 126u - e;  // 14..24
     uint32_t q = m >> shift;
     uint32_t rem = m & ((1u << shift) - 1u);
     uint32_t half = 1u << (shift - 1u);

@@ -57,6 +57,7 @@ struct TensorImpl {
   std::shared_ptr<TensorImpl> grad;
   std::shared_ptr<autograd::Node> grad_fn;
   uint32_t output_nr = 0;  // which output of grad_fn this is
+  std::weak_ptr<autograd::Node> grad_accumulator;  // a leaf's AccumulateGrad, while in a graph
   std::vector<std::pair<int, GradHook>> grad_hooks;
   std::vector<std::pair<int, PostAccumulateGradHook>> post_accumulate_grad_hooks;
 };

@@ -1,0 +1,261 @@
+#include "fabric/fabric.h"
+
+#include <cmath>
+#include <unordered_set>
+
+#include "autograd/grad_mode.h"
+#include "data/distributed_sampler.h"
+#include "fabric/connector.h"
+#include "tensor/factories.h"
+#include "tensor/native.h"
+#include "tensor/random.h"
+
+namespace loom {
+
+Fabric::Fabric(FabricOptions options) {
+  ConnectorResult r = connect(options);
+  accelerator_ = r.accelerator;
+  strategy_ = r.strategy;
+  precision_ = r.precision;
+  callbacks_ = std::move(options.callbacks);
+  loggers_ = std::move(options.loggers);
+  for (const auto& cb : callbacks_)
+    if (!cb) throw ValueError("callbacks: a callback is null");
+}
+
+Fabric::~Fabric() = default;
+
+void Fabric::launch() {
+  launch_with([] {});
+}
+
+void Fabric::launch_with(const std::function<void()>& fn) {
+  if (launched_)
+    throw RuntimeError("launch: this Fabric was already launched; call launch() once");
+  strategy_->launch([&] {
+    strategy_->setup_environment();
+    launched_ = true;
+    fn();
+  });
+}
+
+void Fabric::check_launched(const char* what) const {
+  if (!launched_ && !strategy_->works_without_launch())
+    throw RuntimeError(std::string(what) + ": the '" + strategy_->name() +
+                       "' strategy runs in several processes; call fabric.launch() first");
+}
+
+ScopeStack Fabric::init_module(std::optional<bool> empty_init) {
+  check_launched("init_module");
+  return strategy_->module_init_context(empty_init);
+}
+
+std::shared_ptr<FabricModule> Fabric::setup(std::shared_ptr<nn::Module> module, SetupOptions options) {
+  auto fm = setup_module_impl(std::move(module), options.move_to_device, options.reapply_compile, {});
+  after_setup(fm, {});
+  return fm;
+}
+
+std::shared_ptr<FabricModule> Fabric::setup_module(std::shared_ptr<nn::Module> module,
+                                                   bool move_to_device) {
+  auto fm = setup_module_impl(std::move(module), move_to_device, true, {});
+  after_setup(fm, {});
+  return fm;
+}
+
+std::shared_ptr<FabricModule> Fabric::setup_module_impl(
+    std::shared_ptr<nn::Module> module, bool move_to_device, bool reapply_compile,
+    const std::vector<optim::Optimizer*>& optimizers) {
+  // 1. Validate.
+  check_launched("setup");
+  if (!module) throw ValueError("setup: the module is null");
+  if (dynamic_cast<FabricModule*>(module.get()))
+    throw ValueError("setup: the module is already a FabricModule (set up once); pass the "
+                     "original module, or use the FabricModule as it is");
+  for (optim::Optimizer* o : optimizers)
+    if (dynamic_cast<FabricOptimizer*>(o))
+      throw ValueError("setup: an optimizer is already a FabricOptimizer (set up once); pass "
+                       "the original optimizer");
+  // 2. Unwrap a compiled module, keeping its options.
+  std::shared_ptr<nn::Module> given = module;
+  std::optional<CompileOptions> compile_options;
+  if (auto* c = dynamic_cast<CompiledModule*>(module.get())) {
+    compile_options = c->options();
+    module = c->inner();
+  }
+  // 3. Precision, 4. device. Remember each parameter's handle by name, so that a move that
+  // replaced parameter objects can be mirrored in the optimizers.
+  auto before = module->named_parameters();
+  precision_->convert_module(*module);
+  if (move_to_device) strategy_->module_to_device(*module);
+  std::unordered_map<TensorImpl*, Tensor> replaced;
+  for (const auto& [n, p] : module->named_parameters())
+    if (const Tensor* old = before.find(n); old && !old->is_same(p)) replaced.emplace(old->impl(), p);
+  if (!replaced.empty())
+    for (optim::Optimizer* o : optimizers) o->replace_parameters(replaced);
+  // 5. Strategy wrap, 6. compile again.
+  std::shared_ptr<nn::Module> forward = strategy_->setup_module(module);
+  if (compile_options && reapply_compile) forward = compile(forward, *compile_options);
+  // 7. The FabricModule, and the identities the optimizer check accepts.
+  auto fm = std::make_shared<FabricModule>(forward, given, strategy_.get());
+  for (const Tensor& p : module->parameters()) setup_params_.push_back(p.impl_ptr());
+  ++models_setup_;
+  return fm;
+}
+
+void Fabric::check_optimizer_params(const optim::Optimizer& opt) const {
+  std::unordered_set<TensorImpl*> known;
+  for (const auto& p : setup_params_) known.insert(p.get());
+  int64_t foreign = 0, total = 0;
+  for (const auto& group : opt.param_groups())
+    for (const Tensor& p : group.params) {
+      ++total;
+      if (!known.count(p.impl())) ++foreign;
+    }
+  if (foreign > 0)
+    throw ValueError(detail::concat(
+        "setup: ", foreign, " of the optimizer's ", total,
+        " parameters do not belong to any module set up by this Fabric, so they would never "
+        "be trained. Build the optimizer from the parameters of the module you pass to "
+        "setup() (or call setup_module() first and build the optimizer from the returned "
+        "module's parameters, then setup_optimizers())"));
+}
+
+std::shared_ptr<FabricOptimizer> Fabric::setup_optimizer_checked(std::shared_ptr<optim::Optimizer> opt) {
+  check_launched("setup_optimizers");
+  if (!opt) throw ValueError("setup_optimizers: the optimizer is null");
+  if (dynamic_cast<FabricOptimizer*>(opt.get()))
+    throw ValueError("setup_optimizers: the optimizer is already a FabricOptimizer (set up once)");
+  check_optimizer_params(*opt);
+  strategy_->setup_optimizer(*opt);
+  return std::make_shared<FabricOptimizer>(std::move(opt), strategy_.get());
+}
+
+void Fabric::after_setup(const std::shared_ptr<FabricModule>& module,
+                         const std::vector<std::shared_ptr<FabricOptimizer>>& optimizers) {
+  if (auto aware = std::dynamic_pointer_cast<FabricAware>(module->original_module())) {
+    aware->fabric = this;
+    aware->fabric_optimizers = optimizers;
+    bool present = false;
+    for (const auto& cb : callbacks_) present = present || cb.get() == aware.get();
+    if (!present) callbacks_.push_back(aware);
+  }
+  call("on_after_setup", *this, *module);
+}
+
+std::shared_ptr<FabricDataLoader> Fabric::setup_dataloader(std::shared_ptr<data::DataLoader> loader,
+                                                           const DataLoaderSetupOptions& opts) {
+  if (!loader) throw ValueError("setup_dataloaders: a DataLoader is null");
+  if (opts.use_distributed_sampler && world_size() > 1 &&
+      !std::dynamic_pointer_cast<data::DistributedSampler>(loader->sampler())) {
+    const auto& o = loader->options();
+    bool shuffle = o.shuffle || (o.sampler && o.sampler->is_random());
+    auto sampler = std::make_shared<data::DistributedSampler>(
+        loader->dataset()->size(), world_size(), global_rank(), shuffle, o.seed, o.drop_last);
+    loader = loader->rebuild(sampler);
+  }
+  return std::make_shared<FabricDataLoader>(loader, device(), opts.move_to_device);
+}
+
+void Fabric::backward(const Tensor& loss) {
+  if (!loss.defined()) throw ValueError("backward: the loss is undefined");
+  strategy_->backward(loss);
+}
+
+Tensor Fabric::clip_gradients(nn::Module& module, optim::Optimizer& optimizer, ClipOptions o) {
+  if (o.max_norm.has_value() == o.clip_val.has_value())
+    throw ValueError("clip_gradients: pass exactly one of max_norm and clip_val");
+  auto* fo = dynamic_cast<FabricOptimizer*>(&optimizer);
+  optim::Optimizer& inner = fo ? *fo->optimizer() : optimizer;
+  precision_->unscale_gradients(inner);  // clip the true gradients, not the scaled ones
+  NoGradGuard no_grad;
+  std::vector<Tensor> grads;
+  for (const Tensor& p : module.parameters())
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (o.clip_val) {
+    for (Tensor& g : grads) native::copy_(g, native::clamp(g, -*o.clip_val, *o.clip_val));
+    return Tensor();
+  }
+  // total = (sum_i ||g_i||_p^p)^(1/p); inf-norm: max |g|.
+  double total = 0.0;
+  bool inf_norm = std::isinf(o.norm_type);
+  for (const Tensor& g : grads) {
+    Tensor a = native::to(native::unary(native::UnaryOp::abs, g), g.device(), DType::f64);
+    if (inf_norm) {
+      total = std::max(total, native::amax(a, {}, false).item_double());
+    } else {
+      Tensor pw = native::binary(native::BinaryOp::pow, a, native::wrap_scalar(o.norm_type, a));
+      total += native::sum(pw, {}, false).item_double();
+    }
+  }
+  if (!inf_norm) total = std::pow(total, 1.0 / o.norm_type);
+  if (o.error_if_nonfinite && !std::isfinite(total))
+    throw RuntimeError(detail::concat("clip_gradients: the total norm of the gradients is ", total,
+                                      "; a loss or gradient is inf/nan. Pass error_if_nonfinite=false "
+                                      "to clip anyway"));
+  double coef = *o.max_norm / (total + 1e-6);
+  if (coef < 1.0)
+    for (Tensor& g : grads) native::binary_(native::BinaryOp::mul, g, native::wrap_scalar(coef, g));
+  return scalar_tensor(total, DType::f32);
+}
+
+Tensor Fabric::clip_gradients(nn::Module& module, optim::Optimizer& optimizer, double max_norm,
+                              double norm_type) {
+  return clip_gradients(module, optimizer, ClipOptions{.max_norm = max_norm, .norm_type = norm_type});
+}
+
+ScopeStack Fabric::no_backward_sync(nn::Module& module, bool enabled) {
+  if (!enabled) return {};
+  if (!dynamic_cast<FabricModule*>(&module))
+    throw ValueError("no_backward_sync: pass the module returned by setup() (a FabricModule)");
+  return strategy_->no_backward_sync(module);
+}
+
+ScopeStack Fabric::autocast() { return precision_->forward_context(); }
+
+Tensor Fabric::to_device(const Tensor& t) const { return t.to(device()); }
+
+data::Batch Fabric::to_device(const data::Batch& batch) const {
+  data::Batch out;
+  for (const Tensor& t : batch) out.push_back(to_device(t));
+  return out;
+}
+
+uint64_t Fabric::seed_everything(uint64_t seed) {
+  uint64_t s = seed;
+  if (int r = global_rank(); r != 0) s = seed ^ (0x9E3779B97F4A7C15ull * uint64_t(r));
+  manual_seed(s);
+  return s;
+}
+
+Tensor Fabric::all_reduce(const Tensor& t, ReduceOp op) { return strategy_->all_reduce(t, op); }
+double Fabric::all_reduce(double value, ReduceOp op) {
+  return strategy_->all_reduce(scalar_tensor(value, DType::f64), op).item_double();
+}
+Tensor Fabric::all_gather(const Tensor& t) { return strategy_->all_gather(t); }
+Tensor Fabric::broadcast(const Tensor& t, int src) { return strategy_->broadcast(t, src); }
+double Fabric::broadcast(double value, int src) {
+  return strategy_->broadcast(scalar_tensor(value, DType::f64), src).item_double();
+}
+void Fabric::barrier(const std::string& name) { strategy_->barrier(name); }
+
+void Fabric::log(const std::string& name, double value, int64_t step) { log_dict({{name, value}}, step); }
+
+void Fabric::log_dict(const std::map<std::string, double>& metrics, int64_t step) {
+  if (!is_global_zero()) return;
+  for (auto& l : loggers_) l->log_metrics(metrics, step);
+}
+
+void Fabric::save(const std::string& path, const CheckpointState& state) {
+  if (is_global_zero()) save_checkpoint(path, state, precision_->state_dict());
+  barrier("save");
+}
+
+CheckpointState Fabric::load(const std::string& path, CheckpointState& state, bool strict) {
+  std::map<std::string, double> precision_state;
+  CheckpointState rest = load_checkpoint(path, state, strict, &precision_state);
+  precision_->load_state_dict(precision_state);
+  return rest;
+}
+
+}  // namespace loom

@@ -1,0 +1,30 @@
+#include "fabric/strategy.h"
+
+#include "nn/init.h"
+#include "tensor/defaults.h"
+#include "tensor/native.h"
+
+namespace loom {
+
+Device Strategy::root_device() const {
+  return accelerator_->device(devices_.empty() ? 0 : devices_[local_rank() % devices_.size()]);
+}
+
+ScopeStack Strategy::module_init_context(std::optional<bool> empty_init) {
+  ScopeStack s;
+  s.push<DefaultDeviceGuard>(root_device());
+  // Single device: nullopt means "initialise normally" (there is nothing to shard).
+  if (empty_init.value_or(false)) s.push<nn::init::InitTableGuard>(nn::init::empty_init_table());
+  s.push(precision_->module_init_context());
+  return s;
+}
+
+void Strategy::module_to_device(nn::Module& module) { module.to(root_device()); }
+
+void Strategy::backward(const Tensor& loss) { precision_->pre_backward(loss).backward(); }
+
+Tensor Strategy::all_reduce(const Tensor& t, ReduceOp) { return t; }
+Tensor Strategy::all_gather(const Tensor& t) { return native::unsqueeze(t, 0); }
+Tensor Strategy::broadcast(const Tensor& t, int) { return t; }
+
+}  // namespace loom

@@ -1,0 +1,251 @@
+// GEMM kernels: OpenBLAS sgemm/dgemm for f32/f64, panel-converted sgemm for f16/bf16.
+//
+// Threading (one thread budget, see kernels/cpu/parallel.h): a large GEMM runs alone and lets
+// OpenBLAS use the threads. A batch of small GEMMs is split over loom's pool instead, and only
+// when each GEMM is at or below OpenBLAS's own threading threshold (M*N*K <= 65536 * 4, the
+// GEMM_MULTITHREAD_THRESHOLD of interface/gemm.c), so that every cblas call made from a pool
+// thread runs single-threaded and OpenBLAS never spins up threads inside parallel_for.
+#include "kernels/cpu/gemm.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <climits>
+#include <vector>
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#include "kernels/cpu/parallel.h"
+
+namespace loom::kernels::cpu {
+namespace {
+
+// GEMMs with M*N*K at most this run single-threaded inside OpenBLAS (65536 * 4).
+constexpr int64_t kSmallGemmFlops = int64_t(65536) * 4;
+// f16/bf16 panels: rows of A per block, the K extent of a block, and the f32 elements of one
+// B panel (K block x N block); with K = 1024 that is 256 x 1024 A blocks and 1024 x 512 B
+// panels, 1 MiB + 2 MiB of f32 per thread.
+constexpr int64_t kLowpBlockM = 256;
+constexpr int64_t kLowpBlockK = 2048;
+constexpr int64_t kLowpPanelElems = int64_t(1) << 19;
+
+// How cblas sees one operand: row-major as stored, or transposed, with its leading dimension.
+struct BlasLayout {
+  bool ok = false;
+  bool trans = false;
+  int64_t ld = 0;
+};
+
+// A (rows, cols) operand with element strides (rs, cs) is usable by row-major cblas as
+// NoTrans when cs == 1 and rs >= cols, or as Trans when rs == 1 and cs >= rows. Strides of
+// size-1 dims carry no information, so they are replaced by whatever makes a layout fit.
+BlasLayout blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  if (cols == 1) cs = 1;
+  if (cs == 1 && (rows == 1 || rs >= std::max<int64_t>(cols, 1)))
+    return {true, false, rows == 1 ? std::max<int64_t>(cols, 1) : rs};
+  if (rows == 1) rs = 1;
+  if (rs == 1 && cs >= std::max<int64_t>(rows, 1)) return {true, true, cs};
+  return {};
+}
+
+bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+// Calls fn(a_off, b_off, c_off) for every batch index, in element offsets, over [begin, end).
+template <class Fn>
+void for_batch_range(const GemmArgs& g, int64_t begin, int64_t end, Fn&& fn) {
+  for (int64_t bi = begin; bi < end; ++bi) {
+    int64_t rem = bi, ao = 0, bo = 0, co = 0;
+    for (int64_t d = g.batch_ndim - 1; d >= 0; --d) {
+      int64_t idx = rem % g.batch_sizes[d];
+      rem /= g.batch_sizes[d];
+      ao += idx * g.a_batch_strides[d];
+      bo += idx * g.b_batch_strides[d];
+      co += idx * g.c_batch_strides[d];
+    }
+    fn(ao, bo, co);
+  }
+}
+
+// Runs one GEMM per batch index: over loom's pool when each is small (single-threaded in
+// OpenBLAS), else one after another so that OpenBLAS threads each.
+template <class Fn>
+void run_batched(const GemmArgs& g, Fn&& one) {
+  int64_t batch = 1;
+  for (int64_t d = 0; d < g.batch_ndim; ++d) batch *= g.batch_sizes[d];
+  int64_t flops = g.m * g.n * g.k;
+  if (batch > 1 && flops <= kSmallGemmFlops) {
+    int64_t grain = std::max<int64_t>(1, kSmallGemmFlops / std::max<int64_t>(flops, 1));
+    parallel_for(0, batch, grain,
+                 [&](int64_t b, int64_t e) { for_batch_range(g, b, e, one); });
+  } else {
+    for_batch_range(g, 0, batch, one);
+  }
+}
+
+// ---- f32 / f64: straight to cblas ----
+
+void blas_gemm(int64_t m, int64_t n, int64_t k, const float* a, BlasLayout la, const float* b,
+               BlasLayout lb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans,
+              lb.trans ? CblasTrans : CblasNoTrans, int(m), int(n), int(k), 1.0f, a, int(la.ld), b,
+              int(lb.ld), beta, c, int(ldc));
+}
+
+void blas_gemm(int64_t m, int64_t n, int64_t k, const double* a, BlasLayout la, const double* b,
+               BlasLayout lb, float beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans,
+              lb.trans ? CblasTrans : CblasNoTrans, int(m), int(n), int(k), 1.0, a, int(la.ld), b,
+              int(lb.ld), double(beta), c, int(ldc));
+}
+
+template <class T>
+void gemm_blas_kernel(const GemmArgs& g) {
+  BlasLayout la = blas_layout(g.m, g.k, g.a_rs, g.a_cs);
+  BlasLayout lb = blas_layout(g.k, g.n, g.b_rs, g.b_cs);
+  LOOM_CHECK(la.ok && lb.ok, "gemm: operand strides not usable by BLAS; the front-end copies them");
+  LOOM_CHECK(g.c_cs == 1 || g.n == 1, "gemm: C must have unit column stride");
+  int64_t ldc = g.m == 1 ? std::max<int64_t>(g.n, 1) : g.c_rs;
+  LOOM_CHECK(fits_int(g.m) && fits_int(g.n) && fits_int(g.k) && fits_int(la.ld) &&
+                 fits_int(lb.ld) && fits_int(ldc),
+             "gemm: sizes exceed BLAS's 32-bit integers");
+  const T* a = static_cast<const T*>(g.a);
+  const T* b = static_cast<const T*>(g.b);
+  T* c = static_cast<T*>(g.c);
+  run_batched(g, [&](int64_t ao, int64_t bo, int64_t co) {
+    blas_gemm(g.m, g.n, g.k, a + ao, la, b + bo, lb, g.beta, c + co, ldc);
+  });
+}
+
+// ---- f16 / bf16: convert panels to f32, sgemm, round back ----
+
+inline float to_f32(Half v) { return f16_to_f32(v.bits); }
+inline float to_f32(BFloat16 v) { return bf16_to_f32(v.bits); }
+template <class T>
+inline T from_f32(float v);
+template <>
+inline Half from_f32<Half>(float v) { return Half{f32_to_f16(v)}; }
+template <>
+inline BFloat16 from_f32<BFloat16>(float v) { return BFloat16{f32_to_bf16(v)}; }
+
+// n contiguous 16-bit values to f32. f16 -> f32 is exact, so F16C's conversion gives the
+// same bits as half.h's; bf16 -> f32 is a shift that the compiler vectorises.
+template <class T>
+void to_f32_run(const T* src, float* dst, int64_t n) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  if constexpr (std::is_same_v<T, Half>) {
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(
+                                    reinterpret_cast<const __m128i*>(src + i))));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = to_f32(src[i]);
+}
+
+// Loads a (rows, cols) block with strides (rs, cs) into dst as f32, keeping whichever
+// direction has unit stride contiguous. Returns the cblas layout of dst.
+template <class T>
+BlasLayout load_block(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
+                      float* dst) {
+  if (cs == 1 || cols == 1) {
+    for (int64_t i = 0; i < rows; ++i) {
+      if (cs == 1) {
+        to_f32_run(src + i * rs, dst + i * cols, cols);
+      } else {
+        dst[i * cols] = to_f32(src[i * rs]);
+      }
+    }
+    return {true, false, std::max<int64_t>(cols, 1)};
+  }
+  if (rs == 1) {
+    for (int64_t j = 0; j < cols; ++j) to_f32_run(src + j * cs, dst + j * rows, rows);
+    return {true, true, std::max<int64_t>(rows, 1)};
+  }
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[i * cols + j] = to_f32(src[i * rs + j * cs]);
+  return {true, false, std::max<int64_t>(cols, 1)};
+}
+
+// Per-thread f32 scratch, grown on demand and kept (pool threads reuse theirs).
+struct LowpScratch {
+  std::vector<float> a, b, c;
+};
+LowpScratch& lowp_scratch() {
+  thread_local LowpScratch s;
+  return s;
+}
+
+// One GEMM in 16-bit storage: for each N panel, for each M block, accumulate the K blocks
+// into an f32 C block with sgemm, then round the block back. The B panel is converted once
+// per N panel when K fits one block.
+template <class T>
+void gemm_lowp_one(const GemmArgs& g, const T* a, const T* b, T* c) {
+  const int64_t m = g.m, n = g.n, k = g.k;
+  const int64_t kb = std::min(k, kLowpBlockK);
+  const int64_t nb = std::min(n, std::max<int64_t>(64, kLowpPanelElems / kb));
+  const int64_t mb = std::min(m, kLowpBlockM);
+  LowpScratch& s = lowp_scratch();
+  if (int64_t(s.a.size()) < mb * kb) s.a.resize(size_t(mb * kb));
+  if (int64_t(s.b.size()) < kb * nb) s.b.resize(size_t(kb * nb));
+  if (int64_t(s.c.size()) < mb * nb) s.c.resize(size_t(mb * nb));
+  const bool one_k_block = kb == k;
+  for (int64_t j0 = 0; j0 < n; j0 += nb) {
+    const int64_t nj = std::min(nb, n - j0);
+    BlasLayout lb;
+    if (one_k_block) lb = load_block(b + j0 * g.b_cs, k, nj, g.b_rs, g.b_cs, s.b.data());
+    for (int64_t i0 = 0; i0 < m; i0 += mb) {
+      const int64_t mi = std::min(mb, m - i0);
+      float* cb = s.c.data();  // (mi, nj), row-major
+      T* cblk = c + i0 * g.c_rs + j0 * g.c_cs;
+      if (g.beta != 0.0f)
+        for (int64_t i = 0; i < mi; ++i)
+          for (int64_t j = 0; j < nj; ++j) cb[i * nj + j] = to_f32(cblk[i * g.c_rs + j * g.c_cs]);
+      for (int64_t k0 = 0; k0 < k; k0 += kb) {
+        const int64_t kk = std::min(kb, k - k0);
+        if (!one_k_block)
+          lb = load_block(b + k0 * g.b_rs + j0 * g.b_cs, kk, nj, g.b_rs, g.b_cs, s.b.data());
+        BlasLayout la =
+            load_block(a + i0 * g.a_rs + k0 * g.a_cs, mi, kk, g.a_rs, g.a_cs, s.a.data());
+        float beta = k0 > 0 ? 1.0f : g.beta;
+        blas_gemm(mi, nj, kk, s.a.data(), la, s.b.data(), lb, beta, cb, nj);
+      }
+      for (int64_t i = 0; i < mi; ++i)
+        for (int64_t j = 0; j < nj; ++j) cblk[i * g.c_rs + j * g.c_cs] = from_f32<T>(cb[i * nj + j]);
+    }
+  }
+}
+
+template <class T>
+void gemm_lowp_kernel(const GemmArgs& g) {
+  LOOM_CHECK(fits_int(g.m) && fits_int(g.n) && fits_int(g.k),
+             "gemm: sizes exceed BLAS's 32-bit integers");
+  const T* a = static_cast<const T*>(g.a);
+  const T* b = static_cast<const T*>(g.b);
+  T* c = static_cast<T*>(g.c);
+  run_batched(g, [&](int64_t ao, int64_t bo, int64_t co) {
+    gemm_lowp_one<T>(g, a + ao, b + bo, c + co);
+  });
+}
+
+}  // namespace
+
+const KernelTable<GemmFn>& gemm_table() {
+  static const KernelTable<GemmFn> table = [] {
+    KernelTable<GemmFn> t;
+    t.set(DeviceType::cpu, DType::f64, &gemm_blas_kernel<double>);
+    t.set(DeviceType::cpu, DType::f32, &gemm_blas_kernel<float>);
+    t.set(DeviceType::cpu, DType::f16, &gemm_lowp_kernel<Half>);
+    t.set(DeviceType::cpu, DType::bf16, &gemm_lowp_kernel<BFloat16>);
+    return t;
+  }();
+  return table;
+}
+
+bool gemm_accepts(DType dtype, int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  if (is_low_precision(dtype)) return true;
+  return blas_layout(rows, cols, rs, cs).ok;
+}
+
+}  // namespace loom::kernels::cpu

@@ -1,0 +1,111 @@
+#include "tensor/random.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "kernels/cpu/parallel.h"
+#include "tensor/native.h"
+
+namespace loom {
+namespace {
+
+// SplitMix64 finaliser over (seed, counter): a strong 64-bit mix, cheap enough (a few ns per
+// element) that filling a billion parameters stays memory-bound on two threads.
+inline uint64_t mix(uint64_t seed, uint64_t counter) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + counter * 0xD1B54A32D192ED03ull + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+// Uniform in [0, 1) with 53 random bits.
+inline double unit(uint64_t bits) { return double(bits >> 11) * 0x1.0p-53; }
+
+constexpr int64_t kGrain = 1 << 16;
+
+// Fills a contiguous tensor: value(i) for each element index i, converted to the dtype.
+template <class ValueFn>
+void fill_contiguous(const Tensor& t, ValueFn value) {
+  if (t.is_meta() || t.numel() == 0) return;
+  void* base = t.raw_data_ptr();
+  visit_dtype(t.dtype(), [&](auto z) {
+    using T = decltype(z);
+    T* out = static_cast<T*>(base);
+    kernels::parallel_for(0, t.numel(), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) out[i] = from_double<T>(value(i));
+    });
+  });
+}
+
+// Runs fill on t directly when contiguous, else on a contiguous temporary copied back.
+template <class FillFn>
+void fill_any(const Tensor& t, FillFn fill) {
+  t.storage()->bump_version();
+  if (t.is_contiguous()) return fill(t);
+  Tensor tmp = native::empty(t.sizes(), t.dtype(), t.device());
+  fill(tmp);
+  native::copy_(t, tmp);
+}
+
+}  // namespace
+
+Generator& default_generator() {
+  thread_local Generator g(0);
+  return g;
+}
+
+void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
+
+void fill_uniform(const Tensor& t, double lo, double hi, Generator& g) {
+  uint64_t seed = g.seed(), base = g.advance(uint64_t(t.numel()));
+  double span = hi - lo;
+  fill_any(t, [&](const Tensor& c) {
+    fill_contiguous(c, [&](int64_t i) { return lo + span * unit(mix(seed, base + i)); });
+  });
+}
+
+void fill_normal(const Tensor& t, double mean, double std, Generator& g) {
+  // Box-Muller on the counter pair (2k, 2k+1): element 2k takes the cosine branch and 2k+1
+  // the sine branch, so each value depends only on its own index.
+  uint64_t n = uint64_t(t.numel());
+  uint64_t seed = g.seed(), base = g.advance(n + (n & 1));
+  fill_any(t, [&](const Tensor& c) {
+    fill_contiguous(c, [&](int64_t i) {
+      uint64_t k = base + uint64_t(i & ~int64_t(1));
+      double u1 = 1.0 - unit(mix(seed, k));  // (0, 1]: log is finite
+      double u2 = unit(mix(seed, k + 1));
+      double r = std::sqrt(-2.0 * std::log(u1));
+      double a = 2.0 * std::numbers::pi * u2;
+      return mean + std * r * ((i & 1) ? std::sin(a) : std::cos(a));
+    });
+  });
+}
+
+void fill_randint(const Tensor& t, int64_t lo, int64_t hi, Generator& g) {
+  if (hi <= lo)
+    throw ValueError(detail::concat("randint: high (", hi, ") must be greater than low (", lo, ")"));
+  uint64_t seed = g.seed(), base = g.advance(uint64_t(t.numel()));
+  uint64_t span = uint64_t(hi - lo);
+  fill_any(t, [&](const Tensor& c) {
+    fill_contiguous(c, [&](int64_t i) {
+      // Multiply-shift maps 64 random bits onto [0, span) without modulo bias worth noting.
+      unsigned __int128 m = (unsigned __int128)mix(seed, base + i) * span;
+      return double(lo + int64_t(uint64_t(m >> 64)));
+    });
+  });
+}
+
+namespace native {
+
+Tensor dropout_mask(const Tensor& like, double p) {
+  if (p < 0.0 || p > 1.0)
+    throw ValueError(detail::concat("dropout: probability must be in [0, 1], got ", p));
+  Tensor mask = empty(like.sizes(), like.dtype(), like.device());
+  Generator& g = default_generator();
+  uint64_t seed = g.seed(), base = g.advance(uint64_t(like.numel()));
+  double keep = 1.0 - p, scale = keep > 0 ? 1.0 / keep : 0.0;
+  fill_contiguous(mask, [&](int64_t i) { return unit(mix(seed, base + i)) < keep ? scale : 0.0; });
+  return mask;
+}
+
+}  // namespace native
+}  // namespace loom

@@ -1,0 +1,362 @@
+// native::matmul and native::linear against naive f64 loops: every PyTorch shape case,
+// transposed and non-contiguous operands, broadcast batch dims, every floating dtype,
+// meta shape inference and error messages.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/cpu/parallel.h"
+#include "tensor/allocator.h"
+#include "tensor/factories.h"
+#include "tensor/native.h"
+#include "tensor/random.h"
+
+namespace loom {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Random values of `dtype`: drawn in f64, then rounded to the dtype.
+Tensor rnd(const Shape& shape, DType dtype = DType::f32) {
+  return native::to(randn(shape, DType::f64), Device::cpu(), dtype);
+}
+
+// Row-major index -> multi-index of `shape`.
+Shape unravel(int64_t i, const Shape& shape) {
+  Shape idx(shape.size());
+  for (int64_t d = int64_t(shape.size()) - 1; d >= 0; --d) {
+    idx[d] = i % shape[d];
+    i /= shape[d];
+  }
+  return idx;
+}
+
+// Linear offset into a row-major `shape` of an index into the broadcast `batch` shape.
+int64_t batch_offset(const Shape& idx, const Shape& shape) {
+  int64_t off = 0;
+  size_t lead = idx.size() - shape.size();
+  for (size_t d = 0; d < shape.size(); ++d) off = off * shape[d] + (shape[d] == 1 ? 0 : idx[lead + d]);
+  return off;
+}
+
+// PyTorch's matmul in f64 over the values the operands hold. abs_sum[i] = sum |a||b| bounds
+// the rounding error of element i.
+struct Ref {
+  Shape shape;
+  std::vector<double> value, abs_sum;
+};
+
+Ref ref_matmul(const Tensor& a, const Tensor& b) {
+  std::vector<double> av = a.to_double_vector(), bv = b.to_double_vector();
+  Shape as = a.sizes(), bs = b.sizes();
+  const bool a1 = as.size() == 1, b1 = bs.size() == 1;
+  if (a1) as.insert(as.begin(), 1);
+  if (b1) bs.push_back(1);
+  const int64_t m = as[as.size() - 2], k = as.back(), n = bs.back();
+  Shape ba(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
+  Shape batch = broadcast_shapes(ba, bb, "ref");
+  int64_t nb = shape_numel(batch);
+  Ref r;
+  r.shape = batch;
+  if (!a1) r.shape.push_back(m);
+  if (!b1) r.shape.push_back(n);
+  r.value.assign(size_t(nb * m * n), 0.0);
+  r.abs_sum.assign(r.value.size(), 0.0);
+  for (int64_t bi = 0; bi < nb; ++bi) {
+    Shape idx = unravel(bi, batch);
+    int64_t ao = batch_offset(idx, ba) * m * k, bo = batch_offset(idx, bb) * k * n;
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0, sa = 0;
+        for (int64_t p = 0; p < k; ++p) {
+          double x = av[size_t(ao + i * k + p)] * bv[size_t(bo + p * n + j)];
+          s += x;
+          sa += std::abs(x);
+        }
+        r.value[size_t((bi * m + i) * n + j)] = s;
+        r.abs_sum[size_t((bi * m + i) * n + j)] = sa;
+      }
+  }
+  return r;
+}
+
+// Unit roundoff of the output dtype and of the accumulation (f32 for the 16-bit floats).
+double eps_out(DType t) {
+  switch (t) {
+    case DType::f64: return 1.2e-16;
+    case DType::f32: return 6e-8;
+    case DType::f16: return 4.9e-4;
+    default: return 3.9e-3;
+  }
+}
+double eps_acc(DType t) { return t == DType::f64 ? 1.2e-16 : 6e-8; }
+
+void expect_close(const Tensor& out, const Ref& r, int64_t k) {
+  ASSERT_EQ(out.sizes(), r.shape);
+  std::vector<double> v = out.to_double_vector();
+  ASSERT_EQ(v.size(), r.value.size());
+  DType t = out.dtype();
+  for (size_t i = 0; i < v.size(); ++i) {
+    double tol = 2 * (eps_out(t) + double(k + 1) * eps_acc(t)) * r.abs_sum[i] + 1e-12;
+    ASSERT_NEAR(v[i], r.value[i], tol) << "element " << i << " dtype " << t;
+  }
+}
+
+void check(const Tensor& a, const Tensor& b) {
+  int64_t k = a.sizes().back();
+  expect_close(native::matmul(a, b), ref_matmul(a, b), k);
+}
+
+constexpr DType kFloats[] = {DType::f64, DType::f32, DType::f16, DType::bf16};
+
+class MatmulDTypes : public ::testing::TestWithParam<DType> {};
+
+TEST_P(MatmulDTypes, VectorVectorIsDot0Dim) {
+  manual_seed(1);
+  Tensor a = rnd({7}, GetParam()), b = rnd({7}, GetParam());
+  Tensor out = native::matmul(a, b);
+  EXPECT_EQ(out.dim(), 0);
+  EXPECT_EQ(out.dtype(), GetParam());
+  check(a, b);
+}
+
+TEST_P(MatmulDTypes, MatrixVectorAndVectorMatrix) {
+  manual_seed(2);
+  DType t = GetParam();
+  check(rnd({5, 7}, t), rnd({7}, t));
+  check(rnd({7}, t), rnd({7, 4}, t));
+  EXPECT_EQ(native::matmul(rnd({5, 7}, t), rnd({7}, t)).sizes(), (Shape{5}));
+  EXPECT_EQ(native::matmul(rnd({7}, t), rnd({7, 4}, t)).sizes(), (Shape{4}));
+}
+
+TEST_P(MatmulDTypes, MatrixMatrix) {
+  manual_seed(3);
+  DType t = GetParam();
+  check(rnd({13, 17}, t), rnd({17, 11}, t));
+  check(rnd({1, 5}, t), rnd({5, 1}, t));
+}
+
+TEST_P(MatmulDTypes, TransposedOperandsAllFourCombinations) {
+  manual_seed(4);
+  DType t = GetParam();
+  Tensor a = rnd({9, 6}, t), at = native::transpose(rnd({6, 9}, t), 0, 1);  // (9, 6)
+  Tensor b = rnd({6, 8}, t), bt = native::transpose(rnd({8, 6}, t), 0, 1);  // (6, 8)
+  check(a, b);
+  check(at, b);
+  check(a, bt);
+  check(at, bt);
+}
+
+TEST_P(MatmulDTypes, NonContiguousSlicesAreHandled) {
+  manual_seed(5);
+  DType t = GetParam();
+  // Every other column: neither stride is 1, so BLAS cannot read it as it is.
+  Tensor a = native::slice(rnd({8, 20}, t), 1, 0, std::nullopt, 2);  // (8, 10)
+  Tensor b = native::slice(rnd({20, 7}, t), 0, 0, std::nullopt, 2);  // (10, 7)
+  ASSERT_FALSE(a.is_contiguous());
+  check(a, b);
+  check(native::transpose(b, 0, 1), native::transpose(a, 0, 1));
+}
+
+TEST_P(MatmulDTypes, BatchedAndBroadcastBatchDims) {
+  manual_seed(6);
+  DType t = GetParam();
+  check(rnd({3, 4, 5}, t), rnd({3, 5, 6}, t));
+  check(rnd({2, 1, 4, 5}, t), rnd({3, 5, 6}, t));  // -> (2, 3, 4, 6)
+  check(rnd({1, 4, 5}, t), rnd({2, 3, 5, 6}, t));
+  EXPECT_EQ(native::matmul(rnd({2, 1, 4, 5}, t), rnd({3, 5, 6}, t)).sizes(), (Shape{2, 3, 4, 6}));
+}
+
+TEST_P(MatmulDTypes, VectorWithBatched) {
+  manual_seed(7);
+  DType t = GetParam();
+  check(rnd({5}, t), rnd({2, 3, 5, 4}, t));  // -> (2, 3, 4)
+  check(rnd({2, 3, 4, 5}, t), rnd({5}, t));  // -> (2, 3, 4)
+  EXPECT_EQ(native::matmul(rnd({5}, t), rnd({2, 3, 5, 4}, t)).sizes(), (Shape{2, 3, 4}));
+  EXPECT_EQ(native::matmul(rnd({2, 3, 4, 5}, t), rnd({5}, t)).sizes(), (Shape{2, 3, 4}));
+}
+
+TEST_P(MatmulDTypes, BatchedTimesMatrixAndMatrixTimesBatched) {
+  manual_seed(8);
+  DType t = GetParam();
+  check(rnd({2, 6, 5}, t), rnd({5, 3}, t));        // folds into one (12, 5) @ (5, 3)
+  check(rnd({4, 5}, t), rnd({2, 3, 5, 6}, t));     // A broadcast over the batch
+  // A batch whose rows do not fold (per-batch transposed), and a transposed weight.
+  Tensor a = native::transpose(rnd({2, 5, 6}, t), 1, 2);  // (2, 6, 5)
+  Tensor w = native::transpose(rnd({3, 5}, t), 0, 1);     // (5, 3)
+  check(a, w);
+  // A sliced batch (every other batch element) still folds per row with its own stride.
+  Tensor s = native::slice(rnd({4, 6, 5}, t), 0, 0, std::nullopt, 2);
+  check(s, w);
+}
+
+INSTANTIATE_TEST_SUITE_P(Floats, MatmulDTypes, ::testing::ValuesIn(kFloats),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+TEST(Matmul, HandComputed) {
+  for (DType t : kFloats) {
+    Tensor a = from_vector<double>({1, 2, 3, 4}, Shape{2, 2}, t);
+    Tensor b = from_vector<double>({5, 6, 7, 8}, Shape{2, 2}, t);
+    // [[1*5+2*7, 1*6+2*8], [3*5+4*7, 3*6+4*8]]
+    EXPECT_EQ(native::matmul(a, b).to_vector<double>(), (std::vector<double>{19, 22, 43, 50}));
+    // a^T b = [[1*5+3*7, 1*6+3*8], [2*5+4*7, 2*6+4*8]]
+    EXPECT_EQ(native::matmul(native::transpose(a, 0, 1), b).to_vector<double>(),
+              (std::vector<double>{26, 30, 38, 44}));
+    EXPECT_EQ(native::matmul(native::select(a, 0, 1), native::select(b, 1, 0)).item<double>(),
+              3.0 * 5 + 4 * 7);
+  }
+}
+
+TEST(Matmul, ManySmallGemmsRunInParallelOverTheBatch) {
+  manual_seed(9);
+  for (DType t : {DType::f32, DType::bf16}) check(rnd({64, 8, 9}, t), rnd({64, 9, 7}, t));
+}
+
+TEST(Matmul, LargeBatchedGemmsRunOneAfterAnother) {
+  manual_seed(10);
+  check(rnd({3, 100, 80}, DType::f32), rnd({3, 80, 70}, DType::f32));
+  check(rnd({3, 100, 80}, DType::f64), rnd({1, 80, 70}, DType::f64));
+}
+
+TEST(Matmul, LowPrecisionCrossesPanelAndKBlockBoundaries) {
+  manual_seed(11);
+  // M > 256 rows per block, N > one panel, K > 2048 per K block.
+  for (DType t : {DType::f16, DType::bf16}) {
+    check(rnd({260, 2100}, t), rnd({2100, 300}, t));
+    check(native::transpose(rnd({2100, 260}, t), 0, 1), native::transpose(rnd({300, 2100}, t), 0, 1));
+  }
+}
+
+TEST(Matmul, ResultDoesNotDependOnThreadCount) {
+  manual_seed(12);
+  Tensor a = rnd({4, 64, 64}), b = rnd({64, 64});
+  int saved = get_num_threads();
+  set_num_threads(1);
+  Tensor one = native::matmul(a, b);
+  set_num_threads(2);
+  Tensor two = native::matmul(a, b);
+  set_num_threads(saved);
+  EXPECT_TRUE(one.allclose(two, 1e-6, 1e-6));
+}
+
+TEST(Matmul, EmptyDims) {
+  Tensor out = native::matmul(zeros({3, 0}), zeros({0, 4}));
+  EXPECT_EQ(out.sizes(), (Shape{3, 4}));
+  EXPECT_TRUE(out.equal(zeros({3, 4})));
+  EXPECT_EQ(native::matmul(zeros({0, 5}), zeros({5, 4})).sizes(), (Shape{0, 4}));
+  EXPECT_EQ(native::matmul(zeros({2, 0, 5}), zeros({5, 4})).sizes(), (Shape{2, 0, 4}));
+}
+
+TEST(Matmul, ShapeErrorNamesBothShapes) {
+  try {
+    native::matmul(zeros({2, 3}), zeros({4, 5}));
+    FAIL() << "expected ValueError";
+  } catch (const ValueError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("matmul: shapes [2, 3] and [4, 5] cannot be multiplied (3 != 4)"));
+  }
+  EXPECT_THROW(native::matmul(zeros({3}), zeros({4})), ValueError);
+  EXPECT_THROW(native::matmul(zeros({2, 2, 3}), zeros({3, 2, 3})), ValueError);
+}
+
+TEST(Matmul, BatchDimsThatDoNotBroadcastAreRefused) {
+  try {
+    native::matmul(zeros({2, 4, 5}), zeros({3, 5, 6}));
+    FAIL() << "expected ValueError";
+  } catch (const ValueError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("matmul"));
+  }
+}
+
+TEST(Matmul, DTypeMismatchSaysToConvert) {
+  try {
+    native::matmul(zeros({2, 3}, DType::f32), zeros({3, 2}, DType::f64));
+    FAIL() << "expected ValueError";
+  } catch (const ValueError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("same dtype"));
+    EXPECT_THAT(e.what(), HasSubstr(".to("));
+  }
+}
+
+TEST(Matmul, IntegerAndZeroDimAreRefused) {
+  try {
+    native::matmul(zeros({2, 3}, DType::i64), zeros({3, 2}, DType::i64));
+    FAIL() << "expected ValueError";
+  } catch (const ValueError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("not supported"));
+    EXPECT_THAT(e.what(), HasSubstr("PyTorch"));
+  }
+  EXPECT_THROW(native::matmul(scalar_tensor(2.0), zeros({3})), ValueError);
+}
+
+TEST(Matmul, MetaInfersShapesWithoutAllocating) {
+  Tensor a = native::empty({8, 1, 128, 64}, DType::bf16, Device::meta());
+  Tensor b = native::empty({3, 64, 32}, DType::bf16, Device::meta());
+  int64_t allocs = memory_stats().num_allocs, bytes = memory_stats().current_bytes;
+  Tensor out = native::matmul(a, b);
+  EXPECT_TRUE(out.is_meta());
+  EXPECT_EQ(out.sizes(), (Shape{8, 3, 128, 32}));
+  EXPECT_EQ(out.dtype(), DType::bf16);
+  Tensor v = native::matmul(native::empty({64}, DType::f32, Device::meta()),
+                            native::empty({64}, DType::f32, Device::meta()));
+  EXPECT_EQ(v.dim(), 0);
+  Tensor w = native::empty({16, 64}, DType::f32, Device::meta());
+  Tensor y = native::linear(native::empty({4, 10, 64}, DType::f32, Device::meta()), w,
+                            native::empty({16}, DType::f32, Device::meta()));
+  EXPECT_EQ(y.sizes(), (Shape{4, 10, 16}));
+  EXPECT_TRUE(y.is_meta());
+  EXPECT_EQ(memory_stats().num_allocs, allocs);
+  EXPECT_EQ(memory_stats().current_bytes, bytes);
+  EXPECT_THROW(native::matmul(a, native::empty({3, 64, 32}, DType::bf16, Device::cpu())),
+               ValueError);
+}
+
+// ---- linear ----
+
+// x (..., in) @ weight(out, in)^T + bias, through ref_matmul.
+void check_linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  Tensor out = native::linear(x, w, bias);
+  Ref r = ref_matmul(x, native::contiguous(native::transpose(w, 0, 1)));
+  if (bias.defined()) {
+    std::vector<double> bv = bias.to_double_vector();
+    for (size_t i = 0; i < r.value.size(); ++i) {
+      r.value[i] += bv[i % bv.size()];
+      r.abs_sum[i] += std::abs(bv[i % bv.size()]);
+    }
+  }
+  expect_close(out, r, x.sizes().back());
+}
+
+TEST_P(MatmulDTypes, LinearWithAndWithoutBias) {
+  manual_seed(13);
+  DType t = GetParam();
+  Tensor w = rnd({6, 5}, t), bias = rnd({6}, t);
+  check_linear(rnd({4, 5}, t), w, bias);
+  check_linear(rnd({4, 5}, t), w, Tensor());
+  check_linear(rnd({2, 3, 5}, t), w, bias);
+  check_linear(rnd({5}, t), w, bias);
+  EXPECT_EQ(native::linear(rnd({5}, t), w, bias).sizes(), (Shape{6}));
+  // Non-contiguous input (per-batch transposed) and a transposed weight view.
+  Tensor x = native::transpose(rnd({2, 5, 3}, t), 1, 2);  // (2, 3, 5)
+  Tensor wt = native::transpose(rnd({5, 6}, t), 0, 1);   // (6, 5)
+  check_linear(x, wt, bias);
+}
+
+TEST(Linear, ErrorsNameShapes) {
+  try {
+    native::linear(zeros({4, 5}), zeros({6, 7}), Tensor());
+    FAIL() << "expected ValueError";
+  } catch (const ValueError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("linear: input [4, 5] and weight [6, 7] cannot be multiplied"));
+  }
+  try {
+    native::linear(zeros({4, 5}), zeros({6, 5}), zeros({7}));
+    FAIL() << "expected ValueError";
+  } catch (const ValueError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("bias must have shape [6]"));
+  }
+  EXPECT_THROW(native::linear(zeros({4, 5}), zeros({6, 5}, DType::f64), Tensor()), ValueError);
+}
+
+}  // namespace
+}  // namespace loom
