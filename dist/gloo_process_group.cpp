@@ -10,6 +10,9 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -111,6 +114,26 @@ H narrow(float f) {
 
 std::string key_prefix(const std::string& group_name) { return "pg/" + group_name; }
 
+// Blocks SIGPIPE in the calling thread for its lifetime. Threads inherit the creating thread's
+// mask, so Gloo's event-loop thread and the worker started under it write to a dead peer's
+// socket with EPIPE (an exception) instead of the default SIGPIPE action, which would kill the
+// surviving rank. A SIGPIPE raised by such a write stays pending on that thread, harmlessly.
+class SigpipeBlock {
+ public:
+  SigpipeBlock() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &old_);
+  }
+  ~SigpipeBlock() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  SigpipeBlock(const SigpipeBlock&) = delete;
+  SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
 GlooOptions make_options(std::chrono::milliseconds timeout) {
   GlooOptions options;
   options.timeout = timeout;
@@ -173,6 +196,7 @@ GlooProcessGroup::GlooProcessGroup(int rank, int size, std::shared_ptr<TCPStore>
                    options.timeout.count(), " ms");
   timeout_ = options.timeout;
 
+  SigpipeBlock sigpipe_block;  // for the threads started below, see SigpipeBlock
   gloo::transport::tcp::attr attr;
   attr.hostname = options.hostname;
   GlooStore gloo_store(store_, key_prefix(group_name_) + "/gloo");
@@ -278,7 +302,8 @@ void GlooProcessGroup::check_fingerprints(uint64_t seq, const std::string& descr
         "collective, or have issued fewer collectives than this rank"));
   }
   std::vector<std::string> seen(static_cast<size_t>(size_));
-  for (int r = 0; r < size_; ++r) seen[size_t(r)] = store_->get_string(keys[size_t(r)]);
+  for (int r = 0; r < size_; ++r)
+    seen[size_t(r)] = r == rank_ ? description : store_->get_string(keys[size_t(r)]);
   // Every rank has published #seq, hence finished reading #seq-1: our old key can go.
   if (seq > 1) {
     store_->delete_key(key_prefix(group_name_) + "/fp/" + std::to_string(seq - 1) + "/" +

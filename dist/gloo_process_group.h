@@ -24,11 +24,16 @@
 // naming the operation, its timeout and what to check. After such a failure the group's
 // connections are in an unknown state: later operations on it fail too (create a new group).
 //
+// A peer dying mid-transfer must not kill this rank: the group's threads (Gloo's event loop,
+// the worker) start with SIGPIPE blocked, so writes to a closed socket fail with EPIPE and
+// become RuntimeErrors. The process-wide SIGPIPE disposition is left alone.
+//
 // Note [Debug collectives]: with LOOM_DEBUG_COLLECTIVES=1 (or options.debug = true), before
 // each collective every rank publishes a fingerprint "<op>(<dtype>, <shape>, <arg>)" under the
 // store key "pg/<group_name>/fp/<seq>/<rank>" and waits for all ranks' fingerprints. A
 // difference throws on every rank, naming what each rank called; a rank that never publishes
-// within the timeout is named as missing. It costs a few store round-trips per collective.
+// within the timeout is named as missing. It costs size() + 2 store round-trips per collective
+// (about 0.3 ms on loopback with 2 ranks): a diagnosis tool, not for production runs.
 #pragma once
 
 #include <chrono>

@@ -307,7 +307,8 @@ TEST(GlooProcessGroup, DeadRankFailsTheCollectiveWithinTheTimeout) {
   constexpr int kWorld = 2;
   auto errors = run_ranks(kWorld, [](int rank, int port) {
     auto pg = make_group(rank, kWorld, port, 2s);
-    if (rank == 1) _exit(0);  // dies before the collective, without any cleanup
+    pg->barrier();            // both ranks fully connected
+    if (rank == 1) _exit(0);  // dies before the next collective, without any cleanup
     auto start = std::chrono::steady_clock::now();
     Tensor t = full({1 << 12}, 1.0, DType::f32);
     try {
@@ -317,7 +318,7 @@ TEST(GlooProcessGroup, DeadRankFailsTheCollectiveWithinTheTimeout) {
       check(took < 4s, "failed only after " +
                            std::to_string(std::chrono::duration<double>(took).count()) + " s");
       std::string msg = e.what();
-      check(msg.find("all_reduce(f32, [4096], sum)") != std::string::npos &&
+      check(msg.find("collective #2 all_reduce(f32, [4096], sum)") != std::string::npos &&
                 msg.find("timeout 2000 ms") != std::string::npos &&
                 msg.find("A rank may have died or called a different collective") !=
                     std::string::npos,
@@ -327,6 +328,26 @@ TEST(GlooProcessGroup, DeadRankFailsTheCollectiveWithinTheTimeout) {
     check(false, "all_reduce with a dead peer did not throw");
   });
   expect_all_passed(errors);
+}
+
+TEST(GlooProcessGroup, SilentPeerTimesOutWithTheOpAndTimeout) {
+  constexpr int kWorld = 2;
+  expect_all_passed(run_ranks(kWorld, [](int rank, int port) {
+    auto pg = make_group(rank, kWorld, port, 1s);
+    if (rank == 0) {  // rank 1 stays alive but never joins the collective
+      try {
+        Tensor t = zeros({8}, DType::i64);
+        pg->all_reduce(t, ReduceOp::max);
+        check(false, "a collective without its peer did not throw");
+      } catch (const RuntimeError& e) {
+        std::string msg = e.what();
+        check(msg.find("collective #1 all_reduce(i64, [8], max) failed (timeout 1000 ms)") !=
+                  std::string::npos,
+              "unexpected message: " + msg);
+      }
+    }
+    finish(*pg);
+  }));
 }
 
 TEST(GlooProcessGroup, DebugModeNamesTheMismatchOnEveryRank) {
