@@ -116,7 +116,8 @@ TEST(Reduce, AllDimSubsetsKeepdimContiguousAndNot) {
 
 TEST(Reduce, F32LongRowsAndColumnsAreAccurate) {
   manual_seed(2);
-  for (Shape shape : {Shape{3, 200001}, Shape{70001, 3}, Shape{2, 5000, 67}, Shape{3, 40, 1100}}) {
+  for (Shape shape : {Shape{3, 200001}, Shape{70001, 3}, Shape{2, 5000, 67}, Shape{3, 40, 1100},
+                      Shape{9, 300, 20}}) {
     Tensor x = randn(shape, DType::f32);
     for (Shape dims : {Shape{}, Shape{0}, Shape{-1}, Shape{1}}) {
       if (dims.size() == 1 && dims[0] == 1 && shape.size() == 2) continue;
