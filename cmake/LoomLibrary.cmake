@@ -23,7 +23,9 @@ function(loom_library name folder)
   endif()
 endfunction()
 
-# loom_test_suite(folder): one GoogleTest binary per tests/<folder>, every test registered in CTest.
+# loom_test_suite(folder lib...): one GoogleTest binary per tests/<folder>, linked against the
+# libraries that folder tests (not the umbrella, so one layer's tests build without the layers
+# below it), every test registered in CTest.
 function(loom_test_suite folder)
   file(GLOB_RECURSE sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/${folder}/*.cpp)
   if(NOT sources)
@@ -31,7 +33,7 @@ function(loom_test_suite folder)
   endif()
   set(target test_${folder})
   add_executable(${target} ${sources})
-  target_link_libraries(${target} PRIVATE loom::loom GTest::gtest_main GTest::gmock loom_warnings)
+  target_link_libraries(${target} PRIVATE ${ARGN} GTest::gtest_main GTest::gmock loom_warnings)
   target_include_directories(${target} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
   gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300
                        EXTRA_ARGS --gtest_brief=1)

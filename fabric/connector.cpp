@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <sstream>
 
+#include "fabric/ddp.h"
+
 namespace loom {
 namespace {
 
@@ -111,6 +113,8 @@ ConnectorResult connect(const FabricOptions& o) {
   r.strategy->set_precision(r.precision);
   r.strategy->set_devices(r.devices);
   r.strategy->set_num_nodes(o.num_nodes);
+  if (auto* ddp = dynamic_cast<DDPStrategy*>(r.strategy.get()); ddp && r.environment)
+    ddp->set_cluster_environment(r.environment);
   return r;
 }
 
@@ -121,7 +125,9 @@ std::shared_ptr<Strategy> make_strategy(const std::string& name, int num_devices
                        std::to_string(num_devices) + "; use strategy='ddp' or devices=1");
     return std::make_shared<SingleDeviceStrategy>();
   }
-  if (name == "dp" || name == "ddp" || name == "ddp_spawn" || name == "fsdp" || name == "deepspeed")
+  if (name == "ddp" || name == "ddp_spawn")
+    return std::make_shared<DDPStrategy>(DDPOptions{.spawn = name == "ddp_spawn"});
+  if (name == "dp" || name == "fsdp" || name == "deepspeed")
     throw ValueError("strategy '" + name + "' is not yet available in this build of loom; "
                      "use 'single_device' (or 'auto' with devices=1)");
   throw ValueError("unknown strategy '" + name + "'; valid: " + kStrategies);

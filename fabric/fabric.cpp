@@ -149,7 +149,7 @@ std::shared_ptr<FabricDataLoader> Fabric::setup_dataloader(std::shared_ptr<data:
   if (opts.use_distributed_sampler && world_size() > 1 &&
       !std::dynamic_pointer_cast<data::DistributedSampler>(loader->sampler())) {
     const auto& o = loader->options();
-    bool shuffle = o.shuffle || (o.sampler && o.sampler->is_random());
+    bool shuffle = o.shuffle || std::dynamic_pointer_cast<data::RandomSampler>(o.sampler) != nullptr;
     auto sampler = std::make_shared<data::DistributedSampler>(
         loader->dataset()->size(), world_size(), global_rank(), shuffle, o.seed, o.drop_last);
     loader = loader->rebuild(sampler);

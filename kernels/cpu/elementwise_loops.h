@@ -14,6 +14,10 @@
 #include <cstdint>
 #include <type_traits>
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/strided.h"
@@ -29,6 +33,35 @@ template <class T>
 inline constexpr bool is_16bit_v = std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>;
 template <class T>
 using compute_t = std::conditional_t<is_16bit_v<T>, float, T>;
+
+// Contiguous block conversions between a stored type T and its compute type. For f16 they
+// use the F16C instructions when compiled with -mf16c (LOOM_AVX2): both directions are exact
+// or round to nearest even, so they agree bit for bit with tensor/half.h on every non-NaN
+// value (a NaN stays a NaN; only non-default payload bits may differ). This is what makes an
+// f16 add memory bound instead of conversion bound.
+template <class T, class C>
+inline void load_block(const T* src, C* dst, int64_t m) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  if constexpr (std::is_same_v<T, Half>)
+    for (; i + 8 <= m; i += 8)
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(
+                                    reinterpret_cast<const __m128i*>(src + i))));
+#endif
+  for (; i < m; ++i) dst[i] = elem_cast<C>(src[i]);
+}
+template <class C, class T>
+inline void store_block(const C* src, T* dst, int64_t m) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  if constexpr (std::is_same_v<T, Half>)
+    for (; i + 8 <= m; i += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+  for (; i < m; ++i) dst[i] = elem_cast<T>(src[i]);
+}
 
 // Operands after dropping size-1 dims and merging dims that are contiguous with their inner
 // neighbour in every operand; strides in bytes, outermost dim first.
@@ -153,6 +186,10 @@ void apply_run(const Fn& fn, char* const* p, const int64_t* st, int64_t n) {
         buf[k][0] = elem_cast<C>(*reinterpret_cast<const T*>(src));
         in[k] = buf[k];
         step[k] = 0;
+      } else if (st[k + 1] == kIn) {
+        load_block(reinterpret_cast<const T*>(src), buf[k], m);
+        in[k] = buf[k];
+        step[k] = 1;
       } else {
         for (int64_t i = 0; i < m; ++i)
           buf[k][i] = elem_cast<C>(*reinterpret_cast<const T*>(src + i * st[k + 1]));
@@ -165,8 +202,12 @@ void apply_run(const Fn& fn, char* const* p, const int64_t* st, int64_t n) {
       fn(in, step, reinterpret_cast<OC*>(dst), m);
     } else {
       fn(in, step, obuf, m);
-      for (int64_t i = 0; i < m; ++i)
-        *reinterpret_cast<O*>(dst + i * st[0]) = elem_cast<O>(obuf[i]);
+      if (st[0] == int64_t(sizeof(O))) {
+        store_block(obuf, reinterpret_cast<O*>(dst), m);
+      } else {
+        for (int64_t i = 0; i < m; ++i)
+          *reinterpret_cast<O*>(dst + i * st[0]) = elem_cast<O>(obuf[i]);
+      }
     }
   }
 }

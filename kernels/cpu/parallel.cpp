@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <new>
+#include <pthread.h>
 #include <thread>
 #include <vector>
 
@@ -98,7 +100,16 @@ int g_num_threads = 0;
 std::mutex g_pool_mu;
 std::unique_ptr<Pool> g_pool;
 
+// After fork() the child has the pool object but none of its threads: abandon it (its
+// memory is the parent's copy, never joined) and build a fresh one on first use.
+void forget_pool_in_child() {
+  new (&g_pool_mu) std::mutex();
+  (void)g_pool.release();
+}
+
 Pool& pool() {
+  static bool registered = (pthread_atfork(nullptr, nullptr, forget_pool_in_child), true);
+  (void)registered;
   std::lock_guard<std::mutex> lock(g_pool_mu);
   if (!g_pool) {
     if (g_num_threads == 0) g_num_threads = initial_threads();

@@ -12,7 +12,9 @@
 // Letters: O outer outputs, R reduced length, I inner outputs.
 #pragma once
 
+#include <Eigen/Core>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/dispatch.h"
 #include "tensor/dtype.h"
@@ -26,7 +28,7 @@ namespace loom::kernels::cpu {
 template <class Acc, class F>
 Acc pairwise_sum_range(int64_t begin, int64_t n, const F& f) {
   constexpr int64_t kLeaf = 2048;
-  constexpr int kLanes = 64 / int(sizeof(Acc));  // two 256-bit vectors of accumulators
+  constexpr int kLanes = 128 / int(sizeof(Acc));  // four 256-bit vectors hide add latency
   if (n > kLeaf) {
     // Split on a lane multiple so that both halves stay lane-aligned.
     int64_t half = ((n / 2 + kLanes - 1) / kLanes) * kLanes;
@@ -54,22 +56,28 @@ Acc sum_contiguous(const Acc* x, int64_t n) {
   return pairwise_sum<Acc>(n, [x](int64_t i) { return x[i]; });
 }
 
-// Largest value of a contiguous run (n >= 1); a NaN anywhere makes the result NaN.
+// Largest (smallest) value of a contiguous run (n >= 1); a NaN anywhere makes the result
+// NaN. f32/f64 go through Eigen's PropagateNaN reductions (vmaxps + a NaN blend): g++ does
+// not vectorise a NaN-aware select loop without -ffast-math, whatever its form. Other types
+// (integers, bool) use the plain loop, which has no NaN to care about.
+template <bool kMax, class T>
+T extremum_contiguous(const T* x, int64_t n) {
+  if constexpr (std::is_floating_point_v<T>) {
+    Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> a(x, n);
+    if constexpr (kMax)
+      return a.template maxCoeff<Eigen::PropagateNaN>();
+    else
+      return a.template minCoeff<Eigen::PropagateNaN>();
+  } else {
+    T m = x[0];
+    for (int64_t i = 1; i < n; ++i) m = (kMax ? x[i] > m : x[i] < m) ? x[i] : m;
+    return m;
+  }
+}
+
 template <class T>
 T max_contiguous(const T* x, int64_t n) {
-  constexpr int kLanes = 8;
-  T acc[kLanes];
-  for (int j = 0; j < kLanes; ++j) acc[j] = x[0];
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      T v = x[i + j];
-      acc[j] = (v > acc[j] || v != v) ? v : acc[j];  // NaN sticks: NaN > a is false
-    }
-  T m = acc[0];
-  for (int j = 1; j < kLanes; ++j) m = (acc[j] > m || acc[j] != acc[j]) ? acc[j] : m;
-  for (; i < n; ++i) m = (x[i] > m || x[i] != x[i]) ? x[i] : m;
-  return m;
+  return extremum_contiguous<true>(x, n);
 }
 
 // The dtype sums accumulate and are returned in: f64 -> f64; f32/f16/bf16 -> f32; integers

@@ -62,7 +62,10 @@ void unary_floating(UnaryKind op, const C* xp, C* yp, int64_t n) {
   Eigen::Map<const Array<C>> x(xp, n);
   Eigen::Map<Array<C>> y(yp, n);
   switch (op) {
-    case UnaryKind::neg: y = -x; return;
+    case UnaryKind::neg:
+      // A plain loop: Eigen's packet negation is 0 - x, which turns -(+0) into +0.
+      for (int64_t i = 0; i < n; ++i) yp[i] = -xp[i];
+      return;
     case UnaryKind::exp: y = x.exp(); return;
     case UnaryKind::log: y = x.log(); return;
     case UnaryKind::sqrt: y = x.sqrt(); return;
@@ -152,7 +155,9 @@ void backward_floating(UnaryKind op, const C* gp, const C* sp, C* yp, int64_t n)
   Eigen::Map<const Array<C>> g(gp, n), s(sp, n);
   Eigen::Map<Array<C>> y(yp, n);
   switch (op) {
-    case UnaryKind::neg: y = -g; return;
+    case UnaryKind::neg:
+      for (int64_t i = 0; i < n; ++i) yp[i] = -gp[i];  // not Eigen's 0 - g (see unary_floating)
+      return;
     case UnaryKind::exp: y = g * s; return;                            // d e^x = e^x
     case UnaryKind::log: y = g / s; return;                            // d log x = 1/x
     case UnaryKind::sqrt: y = g / (C(2) * s); return;                  // 1 / (2 sqrt x)

@@ -143,6 +143,33 @@ TEST(ElementwiseBinary, EveryOpEveryDtypeMatchesF64Reference) {
     }
 }
 
+// Every non-NaN f16 value survives the kernels' block conversions (F16C when built with it)
+// bit for bit: x * 1 and -x are exact.
+TEST(ElementwiseBinary, F16BlockConversionIsExactForEveryValue) {
+  std::vector<double> v;
+  for (uint32_t bits = 0; bits < 65536; ++bits) {
+    float f = f16_to_f32(uint16_t(bits));
+    if (!std::isnan(f)) v.push_back(f);
+  }
+  Tensor x = native::to(from_vector(v), Device::cpu(), DType::f16);
+  std::vector<double> same = native::binary(BinaryOp::mul, x, native::wrap_scalar(1.0, x))
+                                 .to_vector<double>();
+  std::vector<double> neg = native::unary(UnaryOp::neg, x).to_vector<double>();
+  for (size_t i = 0; i < v.size(); ++i) {
+    ASSERT_EQ(same[i], v[i]) << i;
+    ASSERT_EQ(std::signbit(same[i]), std::signbit(v[i])) << i;
+    ASSERT_EQ(neg[i], -v[i]) << i;
+    ASSERT_NE(std::signbit(neg[i]), std::signbit(v[i])) << i;
+  }
+  // And values that round: f32 results land on the nearest-even f16 (0.1 * 1 -> f16(0.1)).
+  Tensor y = native::to(random_tensor({5000}, DType::f32, -70000, 70000), Device::cpu(), DType::f16);
+  Tensor third = native::binary(BinaryOp::div, y, native::wrap_scalar(3.0, y));
+  Tensor want = native::to(native::binary(BinaryOp::div, native::to(y, Device::cpu(), DType::f32),
+                                          native::wrap_scalar(3.0, zeros({1}))),
+                           Device::cpu(), DType::f16);
+  EXPECT_TRUE(third.equal(want));
+}
+
 TEST(ElementwiseBinary, IntegerDivisionIsTrueDivisionInDefaultDtype) {
   Tensor a = tensor({7, -7, 1, 0}), b = tensor({2, 2, 3, 5});
   Tensor q = native::binary(BinaryOp::div, a, b);
@@ -423,6 +450,8 @@ TEST(ElementwiseUnary, SpecialValues) {
   Tensor x = tensor({0.0, -0.0, INFINITY, -INFINITY, NAN, -100.0, 100.0});
   auto r = [&](UnaryOp op) { return native::unary(op, x).to_vector<double>(); };
   EXPECT_TRUE(std::isnan(r(UnaryOp::relu)[4]));
+  EXPECT_TRUE(std::signbit(r(UnaryOp::neg)[0]));  // -(+0) is -0
+  EXPECT_FALSE(std::signbit(r(UnaryOp::neg)[1]));
   EXPECT_EQ(r(UnaryOp::sigmoid)[5], 0.0);
   EXPECT_EQ(r(UnaryOp::sigmoid)[6], 1.0);
   EXPECT_EQ(r(UnaryOp::tanh)[2], 1.0);

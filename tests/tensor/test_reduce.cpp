@@ -116,7 +116,8 @@ TEST(Reduce, AllDimSubsetsKeepdimContiguousAndNot) {
 
 TEST(Reduce, F32LongRowsAndColumnsAreAccurate) {
   manual_seed(2);
-  for (Shape shape : {Shape{3, 200001}, Shape{70001, 3}, Shape{2, 5000, 67}}) {
+  for (Shape shape : {Shape{3, 200001}, Shape{70001, 3}, Shape{2, 5000, 67}, Shape{3, 40, 1100},
+                      Shape{9, 300, 20}}) {
     Tensor x = randn(shape, DType::f32);
     for (Shape dims : {Shape{}, Shape{0}, Shape{-1}, Shape{1}}) {
       if (dims.size() == 1 && dims[0] == 1 && shape.size() == 2) continue;
@@ -135,7 +136,12 @@ TEST(Reduce, SumOfOnesIsExactInEveryFloatDtypeAndThreadCount) {
       // bf16 cannot hold 1e5 exactly (it rounds to 99840); an f32 result can.
       Tensor s = native::sum(ones({100000}, dt), {}, false, DType::f32);
       EXPECT_EQ(s.item<double>(), 100000.0) << dt;
-      // Each of the 1e5 partial sums stays exact in f32; rounding back to f16 gives inf.
+      // Accumulating in f16 would overflow (1e5 > 65504) and in bf16 stall at 256; in f32
+      // the sum is exact and the only rounding is the final one to the output dtype.
+      float rounded = dt == DType::bf16 ? bf16_to_f32(f32_to_bf16(1e5f))
+                      : dt == DType::f16 ? std::numeric_limits<float>::infinity()
+                                         : 1e5f;
+      EXPECT_EQ(native::sum(ones({100000}, dt), {}, false).item<double>(), rounded) << dt;
       Tensor m = native::mean(ones({100000}, dt), {}, false);
       EXPECT_EQ(m.item<double>(), 1.0) << dt;
       EXPECT_EQ(m.dtype(), dt);
@@ -211,9 +217,23 @@ TEST(Reduce, NanPropagatesAndTiesPickFirstIndex) {
   EXPECT_EQ(native::argmax(x, -1, false).dtype(), DType::i64);
 }
 
+TEST(Reduce, LongRowsNanAndInfinity) {
+  // Long enough for the vectorised lanes of the max and for chunked parallel rows.
+  std::vector<float> v(300000);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = float(i % 1000) - 500.0f;
+  v[1234] = std::numeric_limits<float>::infinity();
+  EXPECT_TRUE(std::isinf(native::amax(from_vector(v), {}, false).item<double>()));
+  EXPECT_EQ(native::amin(from_vector(v), {}, false).item<double>(), -500.0);
+  v[250000] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(native::amax(from_vector(v), {}, false).item<double>()));
+  EXPECT_TRUE(std::isnan(native::amin(from_vector(v), {}, false).item<double>()));
+  auto [val, idx] = native::max_dim(from_vector(v), 0, false);
+  EXPECT_EQ(idx.item<int64_t>(), 250000);
+}
+
 TEST(Reduce, MaxDimMatchesReferenceInEveryLayout) {
   manual_seed(4);
-  Tensor x = randn({4, 70, 130}, DType::f32);
+  Tensor x = randn({4, 70, 630}, DType::f32);  // 630 > one block of columns
   for (int64_t d = 0; d < 3; ++d) {
     auto [v, i] = native::max_dim(x, d, false);
     EXPECT_TRUE(v.equal(native::amax(x, {d}, false)));
@@ -225,7 +245,7 @@ TEST(Reduce, MaxDimMatchesReferenceInEveryLayout) {
     auto val = v.to_vector<double>();
     EXPECT_EQ(int64_t(idx.size()), x.numel() / x.size(d));
     for (size_t k = 0; k < idx.size(); k += 97) {
-      int64_t inner = d == 2 ? 70 : 130;  // the last kept size
+      int64_t inner = d == 2 ? 70 : 630;  // the last kept size
       int64_t a = int64_t(k) / inner, b = int64_t(k) % inner;
       double got = d == 0 ? x.at<double>({idx[k], a, b})
                           : d == 1 ? x.at<double>({a, idx[k], b}) : x.at<double>({a, b, idx[k]});

@@ -1,0 +1,282 @@
+#include "fabric/ddp.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "autograd/grad_mode.h"
+#include "dist/init.h"
+#include "fabric/wrappers.h"
+#include "kernels/cpu/parallel.h"
+#include "tensor/native.h"
+
+namespace loom {
+namespace {
+
+dist::ReduceOp to_dist(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return dist::ReduceOp::sum;
+    case ReduceOp::avg: return dist::ReduceOp::avg;
+    case ReduceOp::max: return dist::ReduceOp::max;
+    case ReduceOp::min: return dist::ReduceOp::min;
+  }
+  return dist::ReduceOp::sum;
+}
+
+// This program's command line, to re-execute it for the other ranks.
+std::vector<std::string> own_argv() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> argv;
+  for (std::string arg; std::getline(in, arg, '\0');) argv.push_back(arg);
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n > 0 && !argv.empty()) argv[0] = std::string(exe, size_t(n));
+  if (argv.empty()) throw RuntimeError("ddp: cannot read this program's command line to start the other ranks");
+  return argv;
+}
+
+// Threads per process: the cores shared evenly by the local ranks (one thread budget).
+int threads_per_rank(int local_world) {
+  int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, cores / std::max(1, local_world));
+}
+
+struct SyncOffGuard {
+  explicit SyncOffGuard(Reducer* r) : reducer(r), saved(r->sync()) { r->set_sync(false); }
+  ~SyncOffGuard() { reducer->set_sync(saved); }
+  Reducer* reducer;
+  bool saved;
+};
+
+}  // namespace
+
+DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> module,
+                                                 std::shared_ptr<Reducer> reducer)
+    : module_(std::move(module)), reducer_(std::move(reducer)) {}
+
+Tensor DistributedDataParallel::forward(const Tensor& x) {
+  if (GradMode::is_enabled()) pending_backward = true;
+  return (*module_)(x);
+}
+
+DDPStrategy::DDPStrategy(DDPOptions options) : options_(options) {
+  if (const char* d = std::getenv("LOOM_DEBUG_COLLECTIVES"); d && std::string(d) == "1")
+    options_.debug_collectives = true;
+}
+
+DDPStrategy::~DDPStrategy() {
+  if (!launcher_) return;
+  // Rank 0 of a "ddp" launch: the other ranks run the same program and finish on their own.
+  dist::LaunchResult r = launcher_->wait(options_.timeout);
+  if (!r.ok()) std::cerr << "loom ddp: " << r.message << std::endl;
+}
+
+void DDPStrategy::launch(const std::function<void()>& fn) {
+  if (!env_) env_ = dist::detect_cluster_environment();
+  int expected = int(devices_.size()) * num_nodes_;
+  if (env_->creates_processes_externally()) {
+    world_size_ = env_->world_size();
+    global_rank_ = env_->global_rank();
+    local_rank_ = env_->local_rank();
+    node_rank_ = env_->node_rank();
+    master_addr_ = env_->main_address();
+    master_port_ = env_->main_port();
+    if (world_size_ != expected)
+      throw ValueError(detail::concat(
+          name(), ": the launcher started ", world_size_, " processes (", env_->name(),
+          ") but devices x num_nodes = ", devices_.size(), " x ", num_nodes_, " = ", expected,
+          "; make them agree (e.g. loomrun --nproc-per-node ", devices_.size(), ")"));
+    fn();
+    return;
+  }
+  if (num_nodes_ > 1)
+    throw RuntimeError(detail::concat(
+        name(), ": num_nodes=", num_nodes_, " needs the processes started on every node by a "
+        "launcher (loomrun --nnodes, SLURM or mpirun); none was detected"));
+  world_size_ = expected;
+  master_addr_ = env_->main_address();
+  master_port_ = env_->main_port();
+  if (options_.spawn)
+    spawn_processes(fn);
+  else
+    launch_processes(fn);
+}
+
+void DDPStrategy::launch_processes(const std::function<void()>& fn) {
+  if (world_size_ > 1) {
+    std::vector<std::string> argv = own_argv();
+    launcher_ = std::make_unique<dist::ProcessLauncher>(
+        dist::LauncherOptions{.output = dist::OutputMode::kInherit});
+    for (int r = 1; r < world_size_; ++r) {
+      dist::RankLayout layout{.nproc_per_node = world_size_, .nnodes = 1, .node_rank = 0,
+                              .local_rank = r, .master_addr = master_addr_,
+                              .master_port = master_port_};
+      dist::EnvMap env = dist::loomrun_variables(layout);
+      env["LOOM_NUM_THREADS"] = std::to_string(threads_per_rank(world_size_));
+      launcher_->spawn({r, argv, env});
+    }
+  }
+  fn();
+}
+
+void DDPStrategy::spawn_processes(const std::function<void()>& fn) {
+  std::cout.flush();
+  std::fflush(nullptr);
+  struct Child {
+    int rank;
+    pid_t pid;
+    int fd;  // read end of the child's error pipe
+  };
+  std::vector<Child> children;
+  for (int r = 1; r < world_size_; ++r) {
+    int fds[2];
+    if (pipe(fds) != 0) throw RuntimeError("ddp_spawn: pipe() failed");
+    pid_t pid = fork();
+    if (pid < 0) throw RuntimeError("ddp_spawn: fork() failed");
+    if (pid == 0) {
+      close(fds[0]);
+      global_rank_ = local_rank_ = r;
+      int status = 0;
+      try {
+        fn();
+      } catch (const std::exception& e) {
+        std::string msg = e.what();
+        ssize_t ignored = write(fds[1], msg.data(), msg.size());
+        (void)ignored;
+        status = 1;
+      }
+      std::cout.flush();
+      std::fflush(nullptr);
+      _exit(status);  // the child never returns into the parent's code
+    }
+    close(fds[1]);
+    children.push_back({r, pid, fds[0]});
+  }
+  auto reap = [&](bool kill_them) {
+    std::string failures;
+    for (Child& c : children) {
+      if (kill_them) ::kill(c.pid, SIGTERM);
+      std::string msg;
+      char buf[4096];
+      for (ssize_t n; (n = read(c.fd, buf, sizeof(buf))) > 0;) msg.append(buf, size_t(n));
+      close(c.fd);
+      int status = 0;
+      waitpid(c.pid, &status, 0);
+      bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      if (!ok && !kill_them) {
+        failures += detail::concat("\n  rank ", c.rank, ": ",
+                                   !msg.empty() ? msg
+                                   : WIFSIGNALED(status)
+                                       ? detail::concat("killed by signal ", WTERMSIG(status))
+                                       : detail::concat("exited with status ", WEXITSTATUS(status)));
+      }
+    }
+    return failures;
+  };
+  try {
+    fn();  // rank 0
+  } catch (...) {
+    reap(/*kill_them=*/true);
+    throw;
+  }
+  std::string failures = reap(false);
+  if (!failures.empty()) throw RuntimeError("ddp_spawn: a process failed:" + failures);
+}
+
+void DDPStrategy::setup_environment() {
+  set_num_threads(threads_per_rank(world_size_ / std::max(1, num_nodes_)));
+  if (world_size_ == 1 && !env_) return;
+  dist::ProcessGroupOptions o;
+  o.rank = global_rank_;
+  o.world_size = world_size_;
+  o.master_addr = master_addr_;
+  o.master_port = master_port_;
+  o.timeout = options_.timeout;
+  o.debug = options_.debug_collectives;
+  group_ = dist::init_process_group(o);
+}
+
+void DDPStrategy::broadcast_module(nn::Module& module) {
+  // One broadcast per dtype: parameters and buffers flattened into one buffer each.
+  NoGradGuard no_grad;
+  std::map<DType, std::vector<Tensor>> by_dtype;
+  for (const Tensor& p : module.parameters()) by_dtype[p.dtype()].push_back(p);
+  for (const Tensor& b : module.buffers()) by_dtype[b.dtype()].push_back(b);
+  for (auto& [dtype, tensors] : by_dtype) {
+    int64_t n = 0;
+    for (const Tensor& t : tensors) n += t.numel();
+    Tensor flat = native::empty({n}, dtype, root_device());
+    int64_t off = 0;
+    for (const Tensor& t : tensors) {
+      native::copy_(native::slice(flat, 0, off, off + t.numel(), 1), native::reshape(t, {-1}));
+      off += t.numel();
+    }
+    group_->broadcast(flat, 0);
+    off = 0;
+    for (const Tensor& t : tensors) {
+      native::copy_(t, native::reshape(native::slice(flat, 0, off, off + t.numel(), 1), t.sizes()));
+      off += t.numel();
+    }
+  }
+}
+
+std::shared_ptr<nn::Module> DDPStrategy::setup_module(std::shared_ptr<nn::Module> module) {
+  if (!group_) throw RuntimeError("ddp: the process group is not set up; call fabric.launch() first");
+  broadcast_module(*module);
+  auto named = module->named_parameters();
+  auto reducer = std::make_shared<Reducer>(named.values(), named.keys(), group_,
+                                           int64_t(options_.bucket_cap_mb * 1024 * 1024),
+                                           options_.find_unused_parameters);
+  auto ddp = std::make_shared<DistributedDataParallel>(module, reducer);
+  wrapped_.push_back(ddp);
+  return ddp;
+}
+
+void DDPStrategy::backward(const Tensor& loss) {
+  precision_->pre_backward(loss).backward();
+  for (auto& weak : wrapped_)
+    if (auto ddp = weak.lock(); ddp && ddp->pending_backward) {
+      ddp->pending_backward = false;
+      ddp->reducer().finalize();
+    }
+}
+
+ScopeStack DDPStrategy::no_backward_sync(nn::Module& module) {
+  ScopeStack s;
+  nn::Module* m = &module;
+  if (auto* fm = dynamic_cast<FabricModule*>(m)) m = fm->forward_module().get();
+  if (auto* c = dynamic_cast<CompiledModule*>(m)) m = c->inner().get();
+  auto* ddp = dynamic_cast<DistributedDataParallel*>(m);
+  if (!ddp) throw ValueError("no_backward_sync: the module was not set up with the ddp strategy");
+  s.push<SyncOffGuard>(&ddp->reducer());
+  return s;
+}
+
+Tensor DDPStrategy::all_reduce(const Tensor& t, ReduceOp op) {
+  if (!group_) return t;
+  Tensor c = native::clone(t);
+  group_->all_reduce(c, to_dist(op));
+  return c;
+}
+
+Tensor DDPStrategy::all_gather(const Tensor& t) {
+  if (!group_) return native::unsqueeze(t, 0);
+  return group_->all_gather(native::contiguous(t));
+}
+
+Tensor DDPStrategy::broadcast(const Tensor& t, int src) {
+  if (!group_) return t;
+  Tensor c = native::clone(t);
+  group_->broadcast(c, src);
+  return c;
+}
+
+void DDPStrategy::barrier(const std::string&) {
+  if (group_) group_->barrier();
+}
+
+}  // namespace loom
