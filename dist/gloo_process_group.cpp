@@ -1,0 +1,464 @@
+// GlooProcessGroup: queueing, validation, Gloo calls and debug fingerprints; see the header.
+#include "dist/gloo_process_group.h"
+
+#include <gloo/allgather.h>
+#include <gloo/allreduce.h>
+#include <gloo/barrier.h>
+#include <gloo/broadcast.h>
+#include <gloo/common/error.h>
+#include <gloo/math.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/transport/tcp/device.h>
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <sstream>
+#include <vector>
+
+#include "dist/gloo_store.h"
+#include "tensor/error.h"
+
+namespace loom::dist {
+
+namespace {
+
+using ReduceFn = void (*)(void*, const void*, const void*, size_t);
+
+const char* op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return "sum";
+    case ReduceOp::avg: return "avg";
+    case ReduceOp::max: return "max";
+    case ReduceOp::min: return "min";
+  }
+  return "?";
+}
+
+std::string describe(const char* op, const Tensor& t, const std::string& arg) {
+  std::ostringstream s;
+  s << op << "(" << dtype_name(t.dtype()) << ", " << shape_str(t.sizes());
+  if (!arg.empty()) s << ", " << arg;
+  s << ")";
+  return s.str();
+}
+
+void check_tensor(const Tensor& t, const char* op, const char* what) {
+  LOOM_VALUE_CHECK(t.defined(), op, ": ", what, " is an undefined tensor");
+  LOOM_VALUE_CHECK(t.is_cpu(), op, ": ", what, " is on ", t.device(),
+                   " but the gloo backend only takes CPU tensors (move it with .to(\"cpu\"))");
+  LOOM_VALUE_CHECK(t.is_contiguous(), op, ": ", what, " of shape ", shape_str(t.sizes()),
+                   " with strides ", shape_str(t.strides()),
+                   " is not contiguous; collectives work in place on contiguous memory, pass "
+                   "t.contiguous() and copy the result back");
+}
+
+// Gloo's reduce function for element type T and `op` (avg reduces as sum, divided later).
+template <class T>
+ReduceFn reduce_fn(ReduceOp op) {
+  if constexpr (std::is_same_v<T, bool>) {
+    // bools are 0/1 bytes: logical or is max, logical and is min.
+    return op == ReduceOp::min ? ReduceFn(&gloo::min<uint8_t>) : ReduceFn(&gloo::max<uint8_t>);
+  } else {
+    switch (op) {
+      case ReduceOp::max: return &gloo::max<T>;
+      case ReduceOp::min: return &gloo::min<T>;
+      case ReduceOp::sum: case ReduceOp::avg: break;
+    }
+    return &gloo::sum<T>;
+  }
+}
+
+// Divides the summed values by n; integers floor (toward negative infinity).
+template <class T>
+void divide_by(T* data, int64_t numel, int64_t n) {
+  if constexpr (std::is_floating_point_v<T>) {
+    const T inv = T(1) / T(n);
+    for (int64_t i = 0; i < numel; ++i) data[i] *= inv;
+  } else {
+    const T d = T(n);
+    for (int64_t i = 0; i < numel; ++i) {
+      T q = data[i] / d;
+      if ((data[i] % d != 0) && ((data[i] < 0) != (d < 0))) --q;
+      data[i] = q;
+    }
+  }
+}
+
+template <class T>
+void gloo_all_reduce(const std::shared_ptr<gloo::Context>& ctx, T* data, int64_t numel,
+                     ReduceOp op, uint32_t tag, std::chrono::milliseconds timeout) {
+  gloo::AllreduceOptions opts(ctx);
+  opts.setOutput(data, size_t(numel));
+  opts.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
+  opts.setReduceFunction(reduce_fn<T>(op));
+  opts.setTag(tag);
+  opts.setTimeout(timeout);
+  gloo::allreduce(opts);
+}
+
+// Half/BFloat16 <-> f32 for the widened reduction.
+template <class H>
+float widen(H h) {
+  if constexpr (std::is_same_v<H, Half>) return f16_to_f32(h.bits);
+  else return bf16_to_f32(h.bits);
+}
+template <class H>
+H narrow(float f) {
+  if constexpr (std::is_same_v<H, Half>) return Half{f32_to_f16(f)};
+  else return BFloat16{f32_to_bf16(f)};
+}
+
+std::string key_prefix(const std::string& group_name) { return "pg/" + group_name; }
+
+// Blocks SIGPIPE in the calling thread for its lifetime. Threads inherit the creating thread's
+// mask, so Gloo's event-loop thread and the worker started under it write to a dead peer's
+// socket with EPIPE (an exception) instead of the default SIGPIPE action, which would kill the
+// surviving rank. A SIGPIPE raised by such a write stays pending on that thread, harmlessly.
+class SigpipeBlock {
+ public:
+  SigpipeBlock() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &old_);
+  }
+  ~SigpipeBlock() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  SigpipeBlock(const SigpipeBlock&) = delete;
+  SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
+GlooOptions make_options(std::chrono::milliseconds timeout) {
+  GlooOptions options;
+  options.timeout = timeout;
+  return options;
+}
+
+}  // namespace
+
+bool debug_collectives_from_env() {
+  const char* v = std::getenv("LOOM_DEBUG_COLLECTIVES");
+  if (v == nullptr) return false;
+  std::string s(v);
+  return !(s.empty() || s == "0" || s == "false" || s == "FALSE" || s == "False");
+}
+
+// A one-shot completion flag with the operation's error.
+class GlooProcessGroup::GlooWork : public Work {
+ public:
+  void wait() override {
+    // Small collectives finish within tens of microseconds: stay runnable (yielding) that
+    // long before sleeping, so a loaded machine does not add a scheduler wake-up per call.
+    auto spin_until = std::chrono::steady_clock::now() + kSpin;
+    while (!done_.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < spin_until)
+      std::this_thread::yield();
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return done_.load(std::memory_order_relaxed); });
+    if (error_) std::rethrow_exception(error_);
+  }
+  bool is_completed() const override { return done_.load(std::memory_order_acquire); }
+  void finish(std::exception_ptr error) {
+    {
+      std::lock_guard lock(mutex_);
+      error_ = std::move(error);
+      done_.store(true, std::memory_order_release);
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  static constexpr std::chrono::microseconds kSpin{200};
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::atomic<bool> done_{false};
+  std::exception_ptr error_;
+};
+
+GlooProcessGroup::GlooProcessGroup(int rank, int size, std::shared_ptr<TCPStore> store,
+                                   std::chrono::milliseconds timeout)
+    : GlooProcessGroup(rank, size, std::move(store), make_options(timeout)) {}
+
+GlooProcessGroup::GlooProcessGroup(int rank, int size, std::shared_ptr<TCPStore> store,
+                                   GlooOptions options)
+    : rank_(rank),
+      size_(size),
+      store_(std::move(store)),
+      group_name_(std::move(options.group_name)),
+      debug_(options.debug.value_or(debug_collectives_from_env())) {
+  LOOM_VALUE_CHECK(size_ >= 1, "GlooProcessGroup: size must be >= 1, got ", size_);
+  LOOM_VALUE_CHECK(rank_ >= 0 && rank_ < size_, "GlooProcessGroup: rank ", rank_,
+                   " is outside [0, ", size_, ")");
+  LOOM_VALUE_CHECK(store_ != nullptr, "GlooProcessGroup: the store is null");
+  LOOM_VALUE_CHECK(options.timeout.count() > 0, "GlooProcessGroup: timeout must be positive, got ",
+                   options.timeout.count(), " ms");
+  timeout_ = options.timeout;
+
+  SigpipeBlock sigpipe_block;  // for the threads started below, see SigpipeBlock
+  gloo::transport::tcp::attr attr;
+  attr.hostname = options.hostname;
+  GlooStore gloo_store(store_, key_prefix(group_name_) + "/gloo");
+  try {
+    auto device = gloo::transport::tcp::CreateDevice(attr);
+    auto context = std::make_shared<gloo::rendezvous::Context>(rank_, size_);
+    context->setTimeout(timeout_);
+    context->connectFullMesh(gloo_store, device);
+    context_ = std::move(context);
+  } catch (const RuntimeError& e) {
+    // The store's own message already says which key was missing and for how long.
+    throw RuntimeError(detail::concat("GlooProcessGroup '", group_name_, "' rank ", rank_, "/",
+                                      size_, ": rendezvous failed: ", e.what()));
+  } catch (const std::exception& e) {
+    throw RuntimeError(detail::concat(
+        "GlooProcessGroup '", group_name_, "' rank ", rank_, "/", size_,
+        ": connecting the full mesh failed within ", timeout_.count(), " ms: ", e.what(),
+        ". Check that every rank started with the same world size and group name, and that "
+        "the ranks can reach each other at hostname '", options.hostname, "'"));
+  }
+  worker_ = std::thread([this] { worker_loop(); });
+}
+
+GlooProcessGroup::~GlooProcessGroup() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+std::shared_ptr<Work> GlooProcessGroup::enqueue(std::string description,
+                                                std::function<void(uint32_t)> run) {
+  auto work = std::make_shared<GlooWork>();
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(Task{std::move(description), std::move(run), work});
+  }
+  cv_.notify_one();
+  return work;
+}
+
+void GlooProcessGroup::worker_loop() {
+  uint64_t seq = 0;
+  for (;;) {
+    Task task;
+    {
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping and drained
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    ++seq;
+    run_task(task, seq);
+  }
+}
+
+void GlooProcessGroup::run_task(Task& task, uint64_t seq) {
+  std::exception_ptr error;
+  try {
+    if (debug_) check_fingerprints(seq, task.description);
+    try {
+      task.run(uint32_t(seq));
+    } catch (const ValueError&) {
+      throw;
+    } catch (const std::exception& e) {
+      // gloo::IoException (peer closed, timed out), gloo::Exception, EnforceNotMet, ...
+      throw RuntimeError(detail::concat(
+          "GlooProcessGroup '", group_name_, "' rank ", rank_, "/", size_, ": collective #", seq,
+          " ", task.description, " failed (timeout ", timeout_.count(), " ms): ", e.what(),
+          ". A rank may have died or called a different collective; check the other ranks' "
+          "output, and set LOOM_DEBUG_COLLECTIVES=1 to compare what every rank called"));
+    }
+  } catch (...) {
+    error = std::current_exception();
+  }
+  // Drop the task's tensors before signalling, so a waiter sees its buffers released.
+  task.run = nullptr;
+  task.work->finish(error);
+}
+
+void GlooProcessGroup::check_fingerprints(uint64_t seq, const std::string& description) {
+  const std::string base = key_prefix(group_name_) + "/fp/" + std::to_string(seq) + "/";
+  std::vector<std::string> keys;
+  for (int r = 0; r < size_; ++r) keys.push_back(base + std::to_string(r));
+  store_->set(keys[size_t(rank_)], description);
+  try {
+    store_->wait(keys, timeout_);
+  } catch (const RuntimeError&) {
+    std::string missing;
+    int n_missing = 0;
+    for (int r = 0; r < size_; ++r) {
+      if (store_->check({keys[size_t(r)]})) continue;
+      missing += (n_missing++ ? ", " : "") + std::to_string(r);
+    }
+    throw RuntimeError(detail::concat(
+        "GlooProcessGroup '", group_name_, "' rank ", rank_, ": collective #", seq, " ",
+        description, ": rank", n_missing == 1 ? " " : "s ", missing,
+        " did not arrive within ", timeout_.count(),
+        " ms (debug fingerprint exchange). They may have died, be stuck before this "
+        "collective, or have issued fewer collectives than this rank"));
+  }
+  std::vector<std::string> seen(static_cast<size_t>(size_));
+  for (int r = 0; r < size_; ++r)
+    seen[size_t(r)] = r == rank_ ? description : store_->get_string(keys[size_t(r)]);
+  // Every rank has published #seq, hence finished reading #seq-1: our old key can go.
+  if (seq > 1) {
+    store_->delete_key(key_prefix(group_name_) + "/fp/" + std::to_string(seq - 1) + "/" +
+                       std::to_string(rank_));
+  }
+  int differing = -1;
+  for (int r = 1; r < size_ && differing < 0; ++r) {
+    if (seen[size_t(r)] != seen[0]) differing = r;
+  }
+  if (differing < 0) return;
+  std::ostringstream msg;
+  msg << "collective #" << seq << " mismatch: rank 0 called " << seen[0] << " but rank "
+      << differing << " called " << seen[size_t(differing)];
+  if (size_ > 2) {
+    msg << " (every rank:";
+    for (int r = 0; r < size_; ++r) msg << (r ? "; " : " ") << r << ": " << seen[size_t(r)];
+    msg << ")";
+  }
+  msg << ". All ranks must issue the same collectives in the same order (GlooProcessGroup '"
+      << group_name_ << "', seen from rank " << rank_ << ")";
+  throw RuntimeError(msg.str());
+}
+
+void GlooProcessGroup::run_all_reduce(void* data, int64_t numel, DType dtype, ReduceOp op,
+                                      uint32_t tag) {
+  if (numel == 0) return;
+  visit_dtype(dtype, [&](auto zero) {
+    using T = decltype(zero);
+    T* p = static_cast<T*>(data);
+    if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
+      // Widen once, reduce in f32, round once: no per-hop rounding error.
+      std::vector<float> scratch(static_cast<size_t>(numel));
+      for (int64_t i = 0; i < numel; ++i) scratch[size_t(i)] = widen(p[i]);
+      gloo_all_reduce(context_, scratch.data(), numel, op, tag, timeout_);
+      if (op == ReduceOp::avg) divide_by(scratch.data(), numel, size_);
+      for (int64_t i = 0; i < numel; ++i) p[i] = narrow<T>(scratch[size_t(i)]);
+    } else if constexpr (std::is_same_v<T, bool>) {
+      gloo_all_reduce(context_, reinterpret_cast<uint8_t*>(p), numel, op, tag, timeout_);
+    } else {
+      gloo_all_reduce(context_, p, numel, op, tag, timeout_);
+      if (op == ReduceOp::avg) divide_by(p, numel, size_);
+    }
+  });
+}
+
+void GlooProcessGroup::run_broadcast(void* data, int64_t nbytes, int src, uint32_t tag) {
+  if (nbytes == 0) return;
+  gloo::BroadcastOptions opts(context_);
+  opts.setOutput(static_cast<char*>(data), size_t(nbytes));
+  opts.setRoot(src);
+  opts.setTag(tag);
+  opts.setTimeout(timeout_);
+  gloo::broadcast(opts);
+}
+
+void GlooProcessGroup::run_all_gather(void* out, const void* in, int64_t nbytes, uint32_t tag) {
+  if (nbytes == 0) return;
+  gloo::AllgatherOptions opts(context_);
+  opts.setInput(const_cast<char*>(static_cast<const char*>(in)), size_t(nbytes));
+  opts.setOutput(static_cast<char*>(out), size_t(nbytes) * size_t(size_));
+  opts.setTag(tag);
+  opts.setTimeout(timeout_);
+  gloo::allgather(opts);
+}
+
+void GlooProcessGroup::run_barrier(uint32_t tag) {
+  gloo::BarrierOptions opts(context_);
+  opts.setTag(tag);
+  opts.setTimeout(timeout_);
+  gloo::barrier(opts);
+}
+
+std::shared_ptr<Work> GlooProcessGroup::all_reduce_async(const Tensor& t, ReduceOp op) {
+  check_tensor(t, "all_reduce", "the tensor");
+  LOOM_VALUE_CHECK(!(t.dtype() == DType::bool_ && op == ReduceOp::avg),
+                   "all_reduce: avg is not defined for bool tensors; use sum (logical or), "
+                   "max or min");
+  void* data = t.raw_data_ptr();  // materialise on the caller's thread
+  t.storage()->bump_version();
+  return enqueue(describe("all_reduce", t, op_name(op)), [this, t, data, op](uint32_t tag) {
+    run_all_reduce(data, t.numel(), t.dtype(), op, tag);
+  });
+}
+
+std::shared_ptr<Work> GlooProcessGroup::broadcast_async(const Tensor& t, int src) {
+  check_tensor(t, "broadcast", "the tensor");
+  LOOM_VALUE_CHECK(src >= 0 && src < size_, "broadcast: src ", src, " is not a rank of this ",
+                   size_, "-rank group (valid: 0..", size_ - 1, ")");
+  void* data = t.raw_data_ptr();
+  if (rank_ != src) t.storage()->bump_version();
+  return enqueue(describe("broadcast", t, "src=" + std::to_string(src)),
+                 [this, t, data, src](uint32_t tag) {
+                   run_broadcast(data, int64_t(t.nbytes()), src, tag);
+                 });
+}
+
+std::shared_ptr<Work> GlooProcessGroup::all_gather_async(const Tensor& out, const Tensor& t) {
+  check_tensor(t, "all_gather", "the input");
+  check_tensor(out, "all_gather", "the output");
+  Shape expected{int64_t(size_)};
+  expected.insert(expected.end(), t.sizes().begin(), t.sizes().end());
+  LOOM_VALUE_CHECK(out.sizes() == expected, "all_gather: the output has shape ",
+                   shape_str(out.sizes()), " but a ", size_, "-rank gather of input ",
+                   shape_str(t.sizes()), " needs (size, *input.shape) = ", shape_str(expected));
+  LOOM_VALUE_CHECK(out.dtype() == t.dtype(), "all_gather: the output is ", out.dtype(),
+                   " but the input is ", t.dtype(), "; they must match");
+  LOOM_VALUE_CHECK(out.storage() != t.storage(),
+                   "all_gather: the output and the input share storage; pass a separate output");
+  const void* in = t.raw_data_ptr();
+  void* dst = out.raw_data_ptr();
+  out.storage()->bump_version();
+  return enqueue(describe("all_gather", t, ""), [this, t, out, in, dst](uint32_t tag) {
+    run_all_gather(dst, in, int64_t(t.nbytes()), tag);
+  });
+}
+
+std::shared_ptr<Work> GlooProcessGroup::reduce_scatter_async(const Tensor& out,
+                                                             const Tensor& input, ReduceOp op) {
+  check_tensor(input, "reduce_scatter", "the input");
+  check_tensor(out, "reduce_scatter", "the output");
+  LOOM_VALUE_CHECK(input.dim() >= 1 && input.size(0) % size_ == 0,
+                   "reduce_scatter: the input's dim 0 must split evenly over ", size_,
+                   " ranks, got shape ", shape_str(input.sizes()));
+  Shape expected = input.sizes();
+  expected[0] /= size_;
+  LOOM_VALUE_CHECK(out.sizes() == expected, "reduce_scatter: the output has shape ",
+                   shape_str(out.sizes()), " but input ", shape_str(input.sizes()), " over ",
+                   size_, " ranks gives blocks of shape ", shape_str(expected));
+  LOOM_VALUE_CHECK(out.dtype() == input.dtype(), "reduce_scatter: the output is ", out.dtype(),
+                   " but the input is ", input.dtype(), "; they must match");
+  LOOM_VALUE_CHECK(!(input.dtype() == DType::bool_ && op == ReduceOp::avg),
+                   "reduce_scatter: avg is not defined for bool tensors");
+  const void* in = input.raw_data_ptr();
+  void* dst = out.raw_data_ptr();
+  out.storage()->bump_version();
+  return enqueue(
+      describe("reduce_scatter", input, op_name(op)),
+      [this, input, out, in, dst, op](uint32_t tag) {
+        // All-reduce a copy of the whole input (the input is not ours to overwrite), keep our
+        // block: size() times the bytes of a ring reduce-scatter, see the header.
+        const size_t total = input.nbytes();
+        const size_t block = out.nbytes();
+        std::vector<unsigned char> scratch(total);
+        std::memcpy(scratch.data(), in, total);
+        run_all_reduce(scratch.data(), input.numel(), input.dtype(), op, tag);
+        std::memcpy(dst, scratch.data() + block * size_t(rank_), block);
+      });
+}
+
+std::shared_ptr<Work> GlooProcessGroup::barrier_async() {
+  return enqueue("barrier()", [this](uint32_t tag) { run_barrier(tag); });
+}
+
+}  // namespace loom::dist
