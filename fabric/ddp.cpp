@@ -10,6 +10,7 @@
 
 #include "autograd/grad_mode.h"
 #include "dist/init.h"
+#include "fabric/compile.h"
 #include "fabric/wrappers.h"
 #include "kernels/cpu/parallel.h"
 #include "tensor/native.h"

@@ -96,8 +96,8 @@ struct DataLoaderSetupOptions {
 };
 
 struct ClipOptions {
-  std::optional<double> max_norm;  // clip by total norm ...
-  std::optional<double> clip_val;  // ... or clamp each gradient value to [-clip_val, clip_val]
+  std::optional<double> max_norm = std::nullopt;  // clip by total norm ...
+  std::optional<double> clip_val = std::nullopt;  // ... or clamp each gradient value to [-clip_val, clip_val]
   double norm_type = 2.0;
   bool error_if_nonfinite = true;
 };
