@@ -27,7 +27,7 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 15;     // input elements per parallel task, at least
 constexpr int64_t kChunk = 1 << 16;     // a longer row is reduced in chunks of this many
-constexpr int64_t kCol = 512;           // outputs accumulated together when I > 1 (2 KiB rows)
+constexpr int64_t kCol = 512;           // outputs accumulated on the stack when I > 1
 constexpr int64_t kRowBlock = 64;       // rows per partial block when I > 1
 constexpr int64_t kMaxRowChunks = 64;   // most row chunks reduced in parallel when I > kCol
 constexpr int64_t kConvert = 2048;      // 16-bit floats converted per block
