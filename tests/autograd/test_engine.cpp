@@ -274,6 +274,32 @@ TEST(EngineHooks, RetainGrad) {
   x.retain_grad();  // a no-op on a leaf
 }
 
+TEST(EngineHooks, RetainedGradSeesWhatHooksMadeOfIt) {
+  // As PyTorch: the retain_grad hook runs after the tensor's other hooks, even those
+  // registered later, so .grad() is the gradient that flows on.
+  Tensor x = vec({1, 2}).requires_grad_();
+  Tensor y = x * 2.0;
+  y.retain_grad();
+  y.register_hook([](const Tensor& g) { return g * 3.0; });
+  y.sum().backward();
+  EXPECT_EQ(y.grad().to_vector<double>(), (std::vector<double>{3, 3}));
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{6, 6}));
+}
+
+TEST(Engine, LeafRootAndAccumulatedRetainedGrad) {
+  Tensor x = vec({4}).requires_grad_();
+  x.backward();
+  EXPECT_EQ(x.grad().item<double>(), 1.0);
+  Tensor a = vec({1, 2}).requires_grad_();
+  Tensor y = a * 2.0;
+  y.retain_grad();
+  Tensor z = y.sum();
+  z.backward(Tensor(), true);
+  z.backward();
+  EXPECT_EQ(y.grad().to_vector<double>(), (std::vector<double>{2, 2}));
+  EXPECT_EQ(a.grad().to_vector<double>(), (std::vector<double>{4, 4}));
+}
+
 TEST(EngineHooks, PostAccumulateGradHookRunsOnceAfterGradIsUpdated) {
   Tensor x = vec({1, 2}).requires_grad_();
   int calls = 0;
