@@ -7,6 +7,8 @@
 #include <cmath>
 
 #include "autograd/grad_mode.h"
+#include "nn/nn.h"
+#include "tensor/defaults.h"
 #include "tensor/factories.h"
 #include "tensor/ops.h"
 #include "tests/autograd/gradcheck.h"
@@ -137,6 +139,36 @@ TEST(GradcheckElementwise, HandDerivedSquare) {
   EXPECT_EQ(a.grad().to_vector<double>(), (std::vector<double>{4.25, -8.125}));
   // d/db (a*b + a/b) = a - a / b^2 = 1 - 1/16, 2 - 2/64.
   EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{0.9375, 1.96875}));
+}
+
+TEST(GradcheckElementwise, ConventionsAtNonDifferentiablePoints) {
+  // PyTorch's choices where the derivative is undefined: abs'(0) = 0, relu'(0) = 0,
+  // clamp passes the gradient at its bounds, d(x^0)/dx = 0 (also at x = 0), and
+  // d(a^b)/db = 0 where a = 0 and b >= 0 (instead of 0 * log 0 = NaN).
+  Tensor x = tensor({0.0, -1.0, 1.0}, DType::f64).requires_grad_();
+  abs(x).sum().backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{0, -1, 1}));
+  x.set_grad(Tensor());
+  relu(x).sum().backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{0, 0, 1}));
+  x.set_grad(Tensor());
+  clamp(x, -1.0, 1.0).sum().backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{1, 1, 1}));
+  x.set_grad(Tensor());
+  pow(x, 0.0).sum().backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{0, 0, 0}));
+  x.set_grad(Tensor());
+  pow(x, 1.0).sum().backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{1, 1, 1}));
+  Tensor a = tensor({0.0, 0.0, 2.0}, DType::f64).requires_grad_();
+  Tensor b = tensor({0.0, 2.0, 3.0}, DType::f64).requires_grad_();
+  pow(a, b).sum().backward();
+  // d/da: b a^(b-1) = (0 * 0^-1 -> 0 as PyTorch, 2 * 0 = 0, 3 * 4 = 12).
+  EXPECT_EQ(a.grad().to_vector<double>(), (std::vector<double>{0, 0, 12}));
+  std::vector<double> gb = b.grad().to_vector<double>();
+  EXPECT_EQ(gb[0], 0.0);
+  EXPECT_EQ(gb[1], 0.0);
+  EXPECT_NEAR(gb[2], 8.0 * std::log(2.0), 1e-12);
 }
 
 // ---------------------------------------------------------------- linear algebra
@@ -502,6 +534,27 @@ TEST(GradcheckComposite, NormAndChains) {
         return loom::cross_entropy(logits, target, -100, 0.05);
       },
       {leaf({3, 5}, 3), leaf({4, 5}, 4), leaf({4}, 5), leaf({4, 3}, 6)}));
+}
+
+TEST(GradcheckComposite, TransformerBlockInputAndParameters) {
+  // A whole pre-norm block (attention with its causal mask and split/view/transpose heads,
+  // GELU MLP, two residuals) in f64: gradients of the input and of parameters deep inside.
+  DefaultDTypeGuard f64(DType::f64);
+  manual_seed(5);
+  nn::GPTConfig cfg;
+  cfg.n_embd = 8;
+  cfg.n_head = 2;
+  auto block = std::make_shared<nn::Block>(cfg);
+  {
+    // Non-trivial LayerNorm affine parameters (they start at 1 and 0).
+    NoGradGuard g;
+    block->ln1->weight.normal_(1.0, 0.3);
+    block->ln2->bias.normal_(0.0, 0.3);
+  }
+  Tensor x = leaf({2, 4, 8}, 1);
+  EXPECT_TRUE(gradcheck([block](In in) { return (*block)(in[0]); },
+                        {x, block->ln1->weight, block->attn->qkv->weight, block->mlp->proj->bias,
+                         block->ln2->bias}));
 }
 
 TEST(Gradcheck, ReportsTheFailingElement) {

@@ -8,6 +8,9 @@
 
 #include "autograd/grad_mode.h"
 #include "nn/nn.h"
+#include "tensor/allocator.h"
+#include "tensor/autocast.h"
+#include "tensor/defaults.h"
 #include "tensor/factories.h"
 #include "tensor/random.h"
 
@@ -248,6 +251,48 @@ TEST(Layers, GPTShapeAndInitialLoss) {
   // Every parameter gets a gradient.
   gpt.loss(idx, idx).backward();
   for (const auto& [name, p] : gpt.named_parameters()) EXPECT_TRUE(p.grad().defined()) << name;
+}
+
+TEST(Layers, GPTOnMetaInfersShapes) {
+  GPTConfig cfg;
+  cfg.vocab_size = 1000;
+  cfg.block_size = 32;
+  cfg.n_embd = 64;
+  int64_t before = memory_stats().current_bytes;
+  DefaultDeviceGuard meta(Device::meta());
+  GPT gpt(cfg);
+  Tensor idx = empty({2, 32}, DType::i64);
+  EXPECT_TRUE(idx.is_meta());
+  Tensor logits = gpt(idx);
+  EXPECT_TRUE(logits.is_meta());
+  EXPECT_EQ(logits.sizes(), (Shape{2, 32, 1000}));
+  Tensor loss = gpt.loss(idx, idx);
+  EXPECT_TRUE(loss.is_meta());
+  EXPECT_EQ(loss.dim(), 0);
+  EXPECT_EQ(memory_stats().current_bytes, before);
+}
+
+TEST(Layers, GPTUnderAutocastKeepsF32Gradients) {
+  manual_seed(3);
+  GPTConfig cfg;
+  cfg.vocab_size = 32;
+  cfg.block_size = 8;
+  cfg.n_embd = 32;
+  GPT gpt(cfg);
+  Tensor idx = randint(0, 32, {2, 8}), tgt = randint(0, 32, {2, 8});
+  double f32_loss = gpt.loss(idx, tgt).item<double>();
+  Tensor loss;
+  {
+    AutocastGuard ac(true, DType::bf16);
+    loss = gpt.loss(idx, tgt);
+  }
+  EXPECT_EQ(loss.dtype(), DType::f32);
+  EXPECT_NEAR(loss.item<double>(), f32_loss, 0.02);
+  loss.backward();
+  for (const auto& [name, p] : gpt.named_parameters()) {
+    ASSERT_TRUE(p.grad().defined()) << name;
+    EXPECT_EQ(p.grad().dtype(), DType::f32) << name;
+  }
 }
 
 }  // namespace
