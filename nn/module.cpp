@@ -10,10 +10,16 @@ namespace loom::nn {
 namespace {
 std::atomic<int> g_next_hook{1};
 
-// `root` and every descendant, depth-first in registration order. Unlike modules(), it does
-// not need shared_from_this, so moves and materialize() work on a module that is not owned
-// by a std::shared_ptr (a member or a stack object).
+// The modules that moves and materialize() act on: modules(), which goes through the virtual
+// named_modules() so that wrappers (FabricModule) present the wrapped tree; or, for a module
+// not owned by a std::shared_ptr (a stack object, where modules() cannot run), the module and
+// its descendants, depth-first in registration order.
 std::vector<Module*> module_tree(Module& root) {
+  if (!root.weak_from_this().expired()) {
+    std::vector<Module*> out;
+    for (const auto& m : root.modules()) out.push_back(m.get());
+    return out;
+  }
   std::vector<Module*> out, stack{&root};
   while (!stack.empty()) {
     Module* m = stack.back();

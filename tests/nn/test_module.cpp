@@ -293,6 +293,31 @@ TEST(Module, MoveKeepsGradientOfTheSameShape) {
   EXPECT_EQ(m->weight.grad().dtype(), DType::f64);
 }
 
+// A wrapper that presents another module's tree as its own (as FabricModule does).
+class Presenting : public Module {
+ public:
+  explicit Presenting(std::shared_ptr<Module> inner) : inner_(std::move(inner)) {}
+  OrderedDict<Tensor> named_parameters(bool recurse = true) const override {
+    return inner_->named_parameters(recurse);
+  }
+  OrderedDict<std::shared_ptr<Module>> named_modules(const std::string& prefix = "") override {
+    return inner_->named_modules(prefix);
+  }
+  std::shared_ptr<Module> inner_;
+};
+
+TEST(Module, MovesFollowAWrappersNamedModules) {
+  auto inner = mlp(2, 3, 1);
+  auto wrapper = std::make_shared<Presenting>(inner);
+  wrapper->to(DType::f64);
+  for (const Tensor& p : inner->parameters()) EXPECT_EQ(p.dtype(), DType::f64);
+  EXPECT_EQ(wrapper->num_parameters(), inner->num_parameters());
+  wrapper->to_empty(Device::meta());
+  for (const Tensor& p : inner->parameters()) EXPECT_TRUE(p.is_meta());
+  wrapper->materialize(Device::cpu());
+  for (const Tensor& p : inner->parameters()) EXPECT_TRUE(p.is_cpu());
+}
+
 TEST(Module, ZeroGrad) {
   auto m = mlp(3, 4, 2);
   (*m)(ones({2, 3})).sum().backward();
