@@ -18,10 +18,13 @@ struct ByLatest {
 Tensor fit_to_input(Tensor g, const InputMeta& meta) {
   if (!g.defined()) return g;
   if (g.sizes() != meta.sizes) {
-    if (shape_numel(g.sizes()) != shape_numel(meta.sizes) || g.dim() != int64_t(meta.sizes.size()))
-      g = native::sum_to(g, meta.sizes);
-    else
+    // Equal element counts: the gradient of a view (view, flatten, squeeze, 1-D matmul's
+    // reshape to 0-dim) or of a broadcast that only added size-1 dims; a reshape fits it.
+    // Otherwise dims were broadcast and are summed away.
+    if (shape_numel(g.sizes()) == shape_numel(meta.sizes))
       g = native::reshape(g, meta.sizes);
+    else
+      g = native::sum_to(g, meta.sizes);
   }
   if (g.dtype() != meta.dtype) g = native::to(g, g.device(), meta.dtype);
   return g;

@@ -84,7 +84,8 @@ Tensor pow(const Tensor& a, Scalar exponent) {
   Tensor out = bin(BinaryOp::pow, a, scal(exponent, a));
   if (autograd::needs_grad(a))
     record("PowBackward", {a}, out, [exponent, sa = SavedTensor(a)](const TensorList& g) {
-      // d(x^p)/dx = p * x^(p-1)
+      // d(x^p)/dx = p * x^(p-1); exactly 0 for p = 0, also at x = 0 (not 0 * inf = NaN).
+      if (exponent == 0.0) return TensorList{zeros_of(g[0])};
       Tensor x = sa.unpack();
       Tensor d = mul_scalar(bin(BinaryOp::pow, x, scal(exponent - 1.0, x)), exponent);
       return TensorList{bin(BinaryOp::mul, g[0], d)};
@@ -98,12 +99,18 @@ Tensor pow(const Tensor& a, const Tensor& exponent) {
     record("PowBackward", {a, exponent}, out,
            [sa = SavedTensor(a), se = SavedTensor(exponent), so = SavedTensor(out)](
                const TensorList& g) {
-             // d(a^b)/da = b * a^(b-1);  d(a^b)/db = a^b * log(a)
+             // d(a^b)/da = b * a^(b-1);  d(a^b)/db = a^b * log(a). As PyTorch, the first is 0
+             // where b = 0 and the second 0 where a = 0 and b >= 0 (not 0 * inf = NaN there).
              Tensor x = sa.unpack(), e = se.unpack();
              Tensor em1 = bin(BinaryOp::sub, e, scal(1.0, e));
              Tensor ga = bin(BinaryOp::mul, g[0], bin(BinaryOp::mul, e, bin(BinaryOp::pow, x, em1)));
              Tensor gb = bin(BinaryOp::mul, g[0],
                              bin(BinaryOp::mul, so.unpack(), native::unary(UnaryOp::log, x)));
+             Tensor zero = scal(0.0, g[0]);
+             ga = native::where(bin(BinaryOp::eq, e, scal(0.0, e)), zero, ga);
+             Tensor base_zero = bin(BinaryOp::eq, x, scal(0.0, x));
+             gb = native::where(base_zero, native::where(bin(BinaryOp::ge, e, scal(0.0, e)), zero, gb),
+                                gb);
              return TensorList{ga, gb};
            });
   return out;

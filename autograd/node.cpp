@@ -89,6 +89,9 @@ Edge gradient_edge(const Tensor& t) {
   std::shared_ptr<Node> acc = impl->grad_accumulator.lock();
   if (!acc) {
     acc = std::make_shared<AccumulateGrad>(t.impl_ptr());
+    // Runs as soon as it is ready, ahead of every function node: a leaf's .grad() and its
+    // post-accumulate-grad hooks come while backward continues below it (DDP overlap).
+    acc->sequence_nr = UINT64_MAX;
     impl->grad_accumulator = acc;
   }
   return {acc, 0};

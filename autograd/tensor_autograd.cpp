@@ -1,4 +1,5 @@
 // Tensor's autograd state methods (Note [Autograd fields] in tensor/tensor.h).
+#include <algorithm>
 #include <atomic>
 
 #include "autograd/engine.h"
@@ -87,10 +88,18 @@ int Tensor::register_hook(GradHook hook) {
     throw ValueError("register_hook: the tensor does not require grad, so no gradient will flow "
                      "to it; call requires_grad_() first");
   int id = g_next_hook_id.fetch_add(1);
-  if (is_leaf())
+  if (is_leaf()) {
     impl_->grad_hooks.emplace_back(id, std::move(hook));
-  else
-    impl_->grad_fn->pre_hooks.push_back({impl_->output_nr, {id, std::move(hook)}});
+  } else {
+    // retain_grad's hook (id 0) stays after this output's other hooks, so that .grad() is
+    // the gradient they hand on, as in PyTorch.
+    auto& hooks = impl_->grad_fn->pre_hooks;
+    uint32_t out = impl_->output_nr;
+    auto retain = std::find_if(hooks.begin(), hooks.end(), [out](const auto& h) {
+      return h.first == out && h.second.first == 0;
+    });
+    hooks.insert(retain, {out, {id, std::move(hook)}});
+  }
   return id;
 }
 

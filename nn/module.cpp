@@ -9,7 +9,28 @@
 namespace loom::nn {
 namespace {
 std::atomic<int> g_next_hook{1};
+
+// The modules that moves and materialize() act on: modules(), which goes through the virtual
+// named_modules() so that wrappers (FabricModule) present the wrapped tree; or, for a module
+// not owned by a std::shared_ptr (a stack object, where modules() cannot run), the module and
+// its descendants, depth-first in registration order.
+std::vector<Module*> module_tree(Module& root) {
+  if (!root.weak_from_this().expired()) {
+    std::vector<Module*> out;
+    for (const auto& m : root.modules()) out.push_back(m.get());
+    return out;
+  }
+  std::vector<Module*> out, stack{&root};
+  while (!stack.empty()) {
+    Module* m = stack.back();
+    stack.pop_back();
+    out.push_back(m);
+    std::vector<std::shared_ptr<Module>> kids = m->children();
+    for (auto it = kids.rbegin(); it != kids.rend(); ++it) stack.push_back(it->get());
+  }
+  return out;
 }
+}  // namespace
 
 Parameter::Parameter(const Tensor& t, bool requires_grad)
     : Tensor(t.is_leaf() ? t : t.detach()) {
@@ -125,7 +146,11 @@ OrderedDict<std::shared_ptr<Module>> Module::named_children() const { return chi
 OrderedDict<std::shared_ptr<Module>> Module::named_modules(const std::string& prefix) {
   OrderedDict<std::shared_ptr<Module>> out;
   // Iterative depth-first walk, children in registration order.
-  std::vector<std::pair<std::string, std::shared_ptr<Module>>> stack{{prefix, shared_from_this()}};
+  std::shared_ptr<Module> self = weak_from_this().lock();
+  if (!self)
+    throw RuntimeError(detail::concat(name(), ".named_modules(): the module is not owned by a "
+                                      "std::shared_ptr; create it with std::make_shared"));
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> stack{{prefix, self}};
   while (!stack.empty()) {
     auto [n, m] = stack.back();
     stack.pop_back();
@@ -218,7 +243,7 @@ Module& Module::apply(const std::function<void(Module&)>& fn) {
 
 void Module::transform_tensors(const std::function<Tensor(const Tensor&)>& fn) {
   NoGradGuard no_grad;
-  for (auto& m : modules()) {
+  for (Module* m : module_tree(*this)) {
     for (auto& [n, p] : m->parameters_) {
       Tensor data = fn(p);
       if (!data.is_same(p)) {
@@ -271,7 +296,7 @@ Module& Module::to_empty(Device device) {
 
 Module& Module::materialize(Device device) {
   to_empty(device);
-  for (auto& m : modules()) m->reset_parameters();
+  for (Module* m : module_tree(*this)) m->reset_parameters();
   return *this;
 }
 
