@@ -61,7 +61,10 @@ GPT::GPT(GPTConfig cfg) : config(cfg) {
   for (int64_t i = 0; i < cfg.n_layer; ++i) blocks->push_back(std::make_shared<Block>(cfg));
   ln_f = register_module("ln_f", std::make_shared<LayerNorm>(cfg.n_embd));
   lm_head = register_module("lm_head", std::make_shared<Linear>(cfg.n_embd, cfg.vocab_size, false));
-  // GPT-2 initialisation: N(0, 0.02) for weights and embeddings, zeros for biases.
+  reset_parameters();
+}
+
+void GPT::reset_parameters() {
   apply([](Module& m) {
     if (auto* l = dynamic_cast<Linear*>(&m)) {
       init::normal_(l->weight, 0.0, 0.02);

@@ -60,6 +60,8 @@ class GPT : public Module {
   Tensor forward(const Tensor& idx) override;  // (B, T) i64 -> logits (B, T, V)
   // Mean cross-entropy of next-token prediction.
   Tensor loss(const Tensor& idx, const Tensor& targets);
+  // GPT-2 initialisation: N(0, 0.02) for Linear weights and embeddings, zero biases.
+  void reset_parameters() override;
 
   GPTConfig config;
   std::shared_ptr<Embedding> wte, wpe;

@@ -296,7 +296,9 @@ Module& Module::to_empty(Device device) {
 
 Module& Module::materialize(Device device) {
   to_empty(device);
-  for (Module* m : module_tree(*this)) m->reset_parameters();
+  // Children before parents, so a model's own scheme (GPT's) overrides its layers' defaults.
+  std::vector<Module*> tree = module_tree(*this);
+  for (auto it = tree.rbegin(); it != tree.rend(); ++it) (*it)->reset_parameters();
   return *this;
 }
 

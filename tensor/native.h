@@ -12,6 +12,10 @@
 
 #include "tensor/tensor.h"
 
+namespace loom {
+enum class Reduction { none, mean, sum };
+}  // namespace loom
+
 namespace loom::native {
 
 // ---- allocation and views (tensor/native_core.cpp) ----
@@ -84,7 +88,9 @@ Tensor softmax_backward(const Tensor& grad_out, const Tensor& out, int64_t dim);
 Tensor log_softmax_backward(const Tensor& grad_out, const Tensor& out, int64_t dim);
 
 // ---- losses (tensor/native_loss.cpp) ----
-enum class Reduction { none, mean, sum };
+// Declared in namespace loom (not native) so that argument-dependent lookup of a call like
+// cross_entropy(logits, target, -100, 0.0, Reduction::sum) finds only the public op.
+using loom::Reduction;
 // logits (N, C) or (N, C, d1...) or (C); target i64 class indices of the matching shape.
 // Mean reduction divides by the number of targets not equal to ignore_index.
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index,

@@ -10,8 +10,6 @@
 
 namespace loom {
 
-using native::Reduction;
-
 Tensor add(const Tensor& a, const Tensor& b, Scalar alpha = 1.0);
 Tensor sub(const Tensor& a, const Tensor& b, Scalar alpha = 1.0);
 Tensor mul(const Tensor& a, const Tensor& b);
