@@ -57,7 +57,7 @@ Tensor DataParallel::forward(const Tensor& x) {
 
   // Balanced chunks: the first batch % n get one extra row. The narrowing is recorded here,
   // so an input that requires grad gets its gradient back through every chunk.
-  std::vector<Tensor> inputs(size_t(n)), outputs(size_t(n));
+  std::vector<Tensor> inputs(static_cast<size_t>(n)), outputs(static_cast<size_t>(n));
   int64_t start = 0;
   for (int64_t c = 0; c < n; ++c) {
     int64_t len = batch / n + (c < batch % n ? 1 : 0);
@@ -70,7 +70,7 @@ Tensor DataParallel::forward(const Tensor& x) {
   Generator& caller_gen = default_generator();
   const uint64_t seed = caller_gen.seed(), step = caller_gen.advance(1);
   const ThreadState state = ThreadState::capture();
-  std::vector<std::exception_ptr> errors(size_t(n));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
   auto run = [&](int64_t c) {
     try {
       state.apply();

@@ -82,7 +82,7 @@ TEST_P(DpMatchesSingleDevice, LossAndGradients) {
   for (const Tensor& p : model->parameters()) ref_grads.push_back(p.grad().clone());
   model->zero_grad();
 
-  Fabric fabric({.accelerator = "cpu", .strategy = "dp", .devices = c.devices});
+  Fabric fabric({.accelerator = "cpu", .strategy = "dp", .devices = c.devices, .precision = "64-true"});
   auto m = fabric.setup(model);
   Tensor loss = cross_entropy((*m)(x), y);
   fabric.backward(loss);
