@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/grad_mode.h"
 #include "fabric/ddp.h"
 #include "fabric/fabric.h"
 #include "kernels/cpu/parallel.h"
