@@ -1,6 +1,7 @@
 #include "autograd/node.h"
 
 #include <atomic>
+#include <mutex>
 
 #include "autograd/grad_mode.h"
 #include "tensor/native.h"
@@ -8,6 +9,10 @@
 namespace loom::autograd {
 namespace {
 std::atomic<uint64_t> g_next_sequence_nr{0};
+// Guards the lazy creation of leaves' accumulators: threads recording graphs concurrently
+// over shared parameters (DataParallel's replicas) must get the same AccumulateGrad, and a
+// weak_ptr may not be read and assigned at once.
+std::mutex g_accumulator_mu;
 
 Tensor detached_alias(const Tensor& t) {
   auto impl = std::make_shared<TensorImpl>();
@@ -86,6 +91,7 @@ Edge gradient_edge(const Tensor& t) {
   if (!t.defined() || !t.requires_grad()) return {};
   TensorImpl* impl = t.impl();
   if (impl->grad_fn) return {impl->grad_fn, impl->output_nr};
+  std::lock_guard<std::mutex> lock(g_accumulator_mu);
   std::shared_ptr<Node> acc = impl->grad_accumulator.lock();
   if (!acc) {
     acc = std::make_shared<AccumulateGrad>(t.impl_ptr());

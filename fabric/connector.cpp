@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "fabric/ddp.h"
+#include "fabric/dp.h"
 
 namespace loom {
 namespace {
@@ -127,7 +128,8 @@ std::shared_ptr<Strategy> make_strategy(const std::string& name, int num_devices
   }
   if (name == "ddp" || name == "ddp_spawn")
     return std::make_shared<DDPStrategy>(DDPOptions{.spawn = name == "ddp_spawn"});
-  if (name == "dp" || name == "fsdp" || name == "deepspeed")
+  if (name == "dp") return std::make_shared<DataParallelStrategy>();
+  if (name == "fsdp" || name == "deepspeed")
     throw ValueError("strategy '" + name + "' is not yet available in this build of loom; "
                      "use 'single_device' (or 'auto' with devices=1)");
   throw ValueError("unknown strategy '" + name + "'; valid: " + kStrategies);

@@ -202,24 +202,49 @@ void DDPStrategy::setup_environment() {
 }
 
 void DDPStrategy::broadcast_module(nn::Module& module) {
-  // One broadcast per dtype: parameters and buffers flattened into one buffer each.
+  // Large contiguous tensors are broadcast in place: copying megabytes into a staging buffer
+  // and back costs more than the broadcast itself. The small ones are coalesced into one
+  // flat buffer per dtype, so a model of many small tensors pays one collective's latency,
+  // not one per tensor. Everything is launched before anything is waited on; the group's
+  // worker runs the collectives in launch order on every rank.
+  constexpr int64_t kInPlaceBytes = int64_t(256) << 10;
   NoGradGuard no_grad;
+  std::vector<Tensor> tensors = module.parameters();
+  for (const Tensor& b : module.buffers()) tensors.push_back(b);
+  std::vector<std::pair<Tensor, std::shared_ptr<dist::Work>>> in_place;
   std::map<DType, std::vector<Tensor>> by_dtype;
-  for (const Tensor& p : module.parameters()) by_dtype[p.dtype()].push_back(p);
-  for (const Tensor& b : module.buffers()) by_dtype[b.dtype()].push_back(b);
-  for (auto& [dtype, tensors] : by_dtype) {
+  for (const Tensor& t : tensors) {
+    if (int64_t(t.nbytes()) >= kInPlaceBytes && t.is_contiguous())
+      in_place.emplace_back(t, group_->broadcast_async(t, 0));
+    else
+      by_dtype[t.dtype()].push_back(t);
+  }
+  struct Flat {
+    std::vector<Tensor> tensors;
+    Tensor flat;
+    std::shared_ptr<dist::Work> work;
+  };
+  std::vector<Flat> flats;
+  for (auto& [dtype, list] : by_dtype) {
     int64_t n = 0;
-    for (const Tensor& t : tensors) n += t.numel();
+    for (const Tensor& t : list) n += t.numel();
     Tensor flat = native::empty({n}, dtype, root_device());
     int64_t off = 0;
-    for (const Tensor& t : tensors) {
+    for (const Tensor& t : list) {
       native::copy_(native::slice(flat, 0, off, off + t.numel(), 1), native::reshape(t, {-1}));
       off += t.numel();
     }
-    group_->broadcast(flat, 0);
-    off = 0;
-    for (const Tensor& t : tensors) {
-      native::copy_(t, native::reshape(native::slice(flat, 0, off, off + t.numel(), 1), t.sizes()));
+    flats.push_back({list, flat, group_->broadcast_async(flat, 0)});
+  }
+  for (auto& [t, work] : in_place) {
+    work->wait();
+    t.storage()->bump_version();  // written behind autograd's back
+  }
+  for (Flat& f : flats) {
+    f.work->wait();
+    int64_t off = 0;
+    for (const Tensor& t : f.tensors) {
+      native::copy_(t, native::reshape(native::slice(f.flat, 0, off, off + t.numel(), 1), t.sizes()));
       off += t.numel();
     }
   }

@@ -1,9 +1,15 @@
 #include "fabric/reducer.h"
 
+#include <algorithm>
+
 #include "autograd/grad_mode.h"
 #include "tensor/native.h"
 
 namespace loom {
+namespace {
+// PyTorch's DDP uses the same 1 MiB first bucket (first_bucket_bytes).
+constexpr int64_t kFirstBucketBytes = int64_t(1) << 20;
+}  // namespace
 
 Reducer::Reducer(std::vector<Tensor> params, std::vector<std::string> names,
                  std::shared_ptr<dist::ProcessGroup> group, int64_t bucket_bytes,
@@ -12,13 +18,17 @@ Reducer::Reducer(std::vector<Tensor> params, std::vector<std::string> names,
       find_unused_(find_unused_parameters) {
   if (bucket_bytes <= 0)
     throw ValueError("ddp: bucket size must be positive (bytes); the default is 25 MiB");
-  // Reverse registration order; a bucket holds one dtype and closes at bucket_bytes.
+  // Reverse registration order; a bucket holds one dtype and closes at bucket_bytes. The
+  // first bucket closes at kFirstBucketBytes already: the last layers' gradients come first,
+  // and a small bucket starts communication while backward still has most of its work ahead
+  // (otherwise a model under bucket_bytes is one bucket that waits for the whole backward).
   bucket_of_.assign(params_.size(), 0);
   int64_t bytes = 0;
   for (size_t k = params_.size(); k-- > 0;) {
     const Tensor& p = params_[k];
     if (!p.requires_grad()) continue;
-    bool new_bucket = buckets_.empty() || bytes >= bucket_bytes ||
+    int64_t cap = buckets_.size() == 1 ? std::min(bucket_bytes, kFirstBucketBytes) : bucket_bytes;
+    bool new_bucket = buckets_.empty() || bytes >= cap ||
                       params_[buckets_.back().params.front()].dtype() != p.dtype();
     if (new_bucket) {
       buckets_.emplace_back();

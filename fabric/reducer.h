@@ -1,7 +1,7 @@
 // Reducer: DDP's gradient synchronisation, overlapped with backward.
 //
-// Parameters are grouped into buckets of about bucket_bytes, in reverse registration order
-// (the order backward produces their gradients). Each parameter's post-accumulate-grad hook
+// Parameters are grouped into buckets of about bucket_bytes (the first one 1 MiB), in reverse
+// registration order (the order backward produces their gradients). Each parameter's post-accumulate-grad hook
 // marks it ready; when every parameter of a bucket is ready, and every bucket before it has
 // been launched, the bucket's gradients are copied into one flat buffer and all-reduced
 // asynchronously while backward goes on computing earlier layers. finalize(), at the end of
