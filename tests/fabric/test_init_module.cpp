@@ -40,7 +40,16 @@ TEST(InitModule, StacksDeviceInitModeAndPrecisionAndRestoresThem) {
     EXPECT_EQ(&nn::init::current_init_table(), &nn::init::empty_init_table());
     nn::Linear l(3, 2);
     EXPECT_EQ(l.weight.dtype(), DType::bf16);
+    Tensor z = zeros({4}, DType::f32);
+    Tensor same = nn::init::normal_(z, 0.0, 1.0);
+    EXPECT_TRUE(same.is_same(z));
+    EXPECT_EQ(z.to_double_vector(), std::vector<double>(4, 0.0)) << "init functions touch nothing";
+    nn::init::kaiming_uniform_(z);
+    EXPECT_EQ(z.to_double_vector(), std::vector<double>(4, 0.0));
   }
+  Tensor z = zeros({4});
+  nn::init::normal_(z, 0.0, 1.0);
+  EXPECT_NE(z.to_double_vector(), std::vector<double>(4, 0.0)) << "outside, init runs again";
   EXPECT_EQ(default_dtype(), DType::f32);
   EXPECT_EQ(default_device(), Device::cpu());
   EXPECT_EQ(&nn::init::current_init_table(), &nn::init::default_init_table());
