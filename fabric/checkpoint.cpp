@@ -100,6 +100,34 @@ void save_checkpoint(const std::string& path, const CheckpointState& state,
   write_safetensors(path, list.entries, {{"loom", meta.dump()}});
 }
 
+namespace {
+
+// The kind a state value asks the file for ("module", "double", ...).
+const char* expected_kind(const CheckpointValue& v) {
+  static_assert(std::variant_size_v<CheckpointValue> == 7, "one kind per CheckpointValue alternative");
+  static const char* kinds[] = {"module", "optimizer", "scheduler", "tensor", "double", "int", "string"};
+  return kinds[v.index()];
+}
+
+optim::OptimizerStateDict optimizer_state(const SafetensorsFile& f, const std::string& key,
+                                          const json& e) {
+  optim::OptimizerStateDict sd;
+  for (const auto& g : e.at("param_groups"))
+    sd.param_groups.push_back({g.at("options").get<optim::HyperParams>(),
+                               g.at("params").get<std::vector<int64_t>>()});
+  for (const auto& [idx, step] : e.at("steps").items()) {
+    optim::ParamState st;
+    st.step = step.get<int64_t>();
+    std::string prefix = key + ".state." + idx + ".";
+    for (const auto& n : f.names())
+      if (n.starts_with(prefix)) st.buffers[n.substr(prefix.size())] = read_tensor(f, n);
+    sd.state[std::stoll(idx)] = std::move(st);
+  }
+  return sd;
+}
+
+}  // namespace
+
 CheckpointState load_checkpoint(const std::string& path, CheckpointState& state, bool strict,
                                 std::map<std::string, double>* precision_state) {
   SafetensorsFile f = SafetensorsFile::open(path);  // validates the whole file first
@@ -107,49 +135,75 @@ CheckpointState load_checkpoint(const std::string& path, CheckpointState& state,
   if (it == f.metadata().end())
     throw ValueError("load: '" + path + "' is a safetensors file without loom metadata; it was "
                      "not written by Fabric::save (load its tensors with SafetensorsFile)");
-  json meta = json::parse(it->second);
-  const json& entries = meta.at("entries");
 
-  // Validate every requested key before changing anything.
-  auto module_state = [&](const std::string& key) {
-    nn::StateDict sd;
-    std::string prefix = key + ".";
-    for (const auto& n : f.names())
-      if (n.starts_with(prefix)) sd.insert(n.substr(prefix.size()), read_tensor(f, n));
-    return sd;
-  };
+  // Everything the file says is parsed and checked against `state` before anything changes,
+  // so a refused load leaves modules, optimizers, schedulers and values as they were.
+  json meta;
   std::map<std::string, nn::StateDict> module_states;
-  for (const auto& [key, value] : state) {
-    if (!entries.contains(key)) {
-      if (strict)
-        throw ValueError("load: '" + path + "' has no entry '" + key +
-                         "'; pass strict=false to load the entries it has");
-      continue;
-    }
-    if (auto* m = std::get_if<std::shared_ptr<nn::Module>>(&value)) {
-      nn::StateDict sd = module_state(key);
-      for (const auto& [n, t] : (*m)->state_dict()) {
-        const Tensor* src = sd.find(n);
-        if (!src) {
-          if (strict) throw ValueError("load: '" + key + "' misses key '" + n + "' in " + path);
-          continue;
-        }
-        if (src->sizes() != t.sizes())
-          throw ValueError("load: shape mismatch for '" + key + "." + n + "': the file has " +
-                           shape_str(src->sizes()) + ", the module has " + shape_str(t.sizes()));
-        if (src->dtype() != t.dtype() && strict)
-          throw ValueError(detail::concat("load: dtype mismatch for '", key, ".", n,
-                                          "': the file has ", src->dtype(), ", the module has ",
-                                          t.dtype(), "; convert the module or pass strict=false"));
+  std::map<std::string, optim::OptimizerStateDict> optimizer_states;
+  try {
+    meta = json::parse(it->second);
+    const json& entries = meta.at("entries");
+    auto module_state = [&](const std::string& key) {
+      nn::StateDict sd;
+      std::string prefix = key + ".";
+      for (const auto& n : f.names())
+        if (n.starts_with(prefix)) sd.insert(n.substr(prefix.size()), read_tensor(f, n));
+      return sd;
+    };
+    for (const auto& [key, value] : state) {
+      if (!entries.contains(key)) {
+        if (strict)
+          throw ValueError("load: '" + path + "' has no entry '" + key +
+                           "'; pass strict=false to load the entries it has");
+        continue;
       }
-      if (strict)
-        for (const auto& [n, t] : sd)
-          if (!(*m)->state_dict().contains(n))
-            throw ValueError("load: unexpected key '" + key + "." + n + "' in " + path +
-                             " for the module; pass strict=false to ignore it");
-      module_states.emplace(key, std::move(sd));
+      std::string kind = entries.at(key).at("kind");
+      if (kind != expected_kind(value))
+        throw ValueError("load: entry '" + key + "' of " + path + " is a " + kind +
+                         ", but the state given to load() holds a " + expected_kind(value) +
+                         " under that key");
+      if (auto* m = std::get_if<std::shared_ptr<nn::Module>>(&value)) {
+        nn::StateDict sd = module_state(key);
+        nn::StateDict mine = (*m)->state_dict();
+        for (const auto& [n, t] : mine) {
+          const Tensor* src = sd.find(n);
+          if (!src) {
+            if (strict) throw ValueError("load: '" + key + "' misses key '" + n + "' in " + path);
+            continue;
+          }
+          if (src->sizes() != t.sizes())
+            throw ValueError("load: shape mismatch for '" + key + "." + n + "': the file has " +
+                             shape_str(src->sizes()) + ", the module has " + shape_str(t.sizes()));
+          if (src->dtype() != t.dtype() && strict)
+            throw ValueError(detail::concat("load: dtype mismatch for '", key, ".", n,
+                                            "': the file has ", src->dtype(), ", the module has ",
+                                            t.dtype(), "; convert the module or pass strict=false"));
+        }
+        if (strict)
+          for (const auto& [n, t] : sd)
+            if (!mine.contains(n))
+              throw ValueError("load: unexpected key '" + key + "." + n + "' in " + path +
+                               " for the module; pass strict=false to ignore it");
+        module_states.emplace(key, std::move(sd));
+      } else if (auto* o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value)) {
+        optim::OptimizerStateDict sd = optimizer_state(f, key, entries.at(key));
+        const auto& groups = (*o)->param_groups();
+        bool fits = sd.param_groups.size() == groups.size();
+        for (size_t g = 0; fits && g < groups.size(); ++g)
+          fits = sd.param_groups[g].params.size() == groups[g].params.size();
+        if (!fits)
+          throw ValueError("load: the optimizer '" + key + "' in " + path + " has other parameter "
+                           "groups than the optimizer given (different group count or sizes); "
+                           "build the optimizer as it was when saved");
+        optimizer_states.emplace(key, std::move(sd));
+      }
     }
+  } catch (const json::exception& e) {
+    throw ValueError("load: the loom metadata of '" + path + "' is corrupt (" + e.what() +
+                     "); the file was not written by this version of Fabric::save");
   }
+  const json& entries = meta.at("entries");
 
   NoGradGuard no_grad;
   for (auto& [key, value] : state) {
@@ -158,19 +212,7 @@ CheckpointState load_checkpoint(const std::string& path, CheckpointState& state,
     if (auto* m = std::get_if<std::shared_ptr<nn::Module>>(&value)) {
       (*m)->load_state_dict(module_states.at(key), strict);
     } else if (auto* o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value)) {
-      optim::OptimizerStateDict sd;
-      for (const auto& g : e.at("param_groups"))
-        sd.param_groups.push_back({g.at("options").get<optim::HyperParams>(),
-                                   g.at("params").get<std::vector<int64_t>>()});
-      for (const auto& [idx, step] : e.at("steps").items()) {
-        optim::ParamState st;
-        st.step = step.get<int64_t>();
-        std::string prefix = key + ".state." + idx + ".";
-        for (const auto& n : f.names())
-          if (n.starts_with(prefix)) st.buffers[n.substr(prefix.size())] = read_tensor(f, n);
-        sd.state[std::stoll(idx)] = std::move(st);
-      }
-      (*o)->load_state_dict(sd);
+      (*o)->load_state_dict(optimizer_states.at(key));
     } else if (auto* s = std::get_if<std::shared_ptr<optim::LRScheduler>>(&value)) {
       (*s)->load_state_dict({e.at("last_epoch").get<int64_t>(),
                              e.at("base_lrs").get<std::vector<double>>()});

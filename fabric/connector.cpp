@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <sstream>
+#include <stdexcept>
 
 #include "fabric/ddp.h"
 #include "fabric/dp.h"
@@ -55,16 +56,18 @@ std::vector<int> parse_devices(const DevicesArg& arg, const Accelerator& acc) {
   }
   const std::string& s = std::get<std::string>(arg.value);
   if (s == "auto") return acc.name() == "cpu" ? std::vector<int>{0} : all();
-  if (s.find(',') != std::string::npos) {
-    std::vector<int> d;
-    std::stringstream ss(s);
-    for (std::string item; std::getline(ss, item, ',');)
-      if (!item.empty()) d.push_back(std::stoi(item));
-    return d;
-  }
+  // std::stoi throws std::invalid_argument / std::out_of_range (both std::logic_error) on
+  // text that is no number; that must surface as the ValueError below, in lists too.
   try {
+    if (s.find(',') != std::string::npos) {
+      std::vector<int> d;
+      std::stringstream ss(s);
+      for (std::string item; std::getline(ss, item, ',');)
+        if (!item.empty()) d.push_back(std::stoi(item));
+      return d;
+    }
     return count(std::stoi(s));
-  } catch (const std::invalid_argument&) {
+  } catch (const std::logic_error&) {
     throw ValueError("devices=\"" + s + "\" is invalid; use a count, \"auto\", -1 or \"0,1\"");
   }
 }

@@ -51,21 +51,22 @@ ScopeStack Fabric::init_module(std::optional<bool> empty_init) {
 }
 
 std::shared_ptr<FabricModule> Fabric::setup(std::shared_ptr<nn::Module> module, SetupOptions options) {
-  auto fm = setup_module_impl(std::move(module), options.move_to_device, options.reapply_compile, {});
+  auto fm = setup_module_impl(std::move(module), options.move_to_device, options.reapply_compile,
+                              {}, options.scheduler.get());
   after_setup(fm, {});
   return fm;
 }
 
 std::shared_ptr<FabricModule> Fabric::setup_module(std::shared_ptr<nn::Module> module,
                                                    bool move_to_device) {
-  auto fm = setup_module_impl(std::move(module), move_to_device, true, {});
+  auto fm = setup_module_impl(std::move(module), move_to_device, true, {}, nullptr);
   after_setup(fm, {});
   return fm;
 }
 
 std::shared_ptr<FabricModule> Fabric::setup_module_impl(
     std::shared_ptr<nn::Module> module, bool move_to_device, bool reapply_compile,
-    const std::vector<optim::Optimizer*>& optimizers) {
+    const std::vector<optim::Optimizer*>& optimizers, const optim::LRScheduler* scheduler) {
   // 1. Validate.
   check_launched("setup");
   if (!module) throw ValueError("setup: the module is null");
@@ -76,6 +77,15 @@ std::shared_ptr<FabricModule> Fabric::setup_module_impl(
     if (dynamic_cast<FabricOptimizer*>(o))
       throw ValueError("setup: an optimizer is already a FabricOptimizer (set up once); pass "
                        "the original optimizer");
+  // Refuse foreign optimizers and schedulers before anything is converted, moved or counted.
+  for (optim::Optimizer* o : optimizers) check_optimizer_params(*o, module.get());
+  if (scheduler) {
+    bool drives = false;
+    for (optim::Optimizer* o : optimizers) drives = drives || scheduler->optimizer().get() == o;
+    if (!drives)
+      throw ValueError("setup: the scheduler does not drive any of the optimizers passed to "
+                       "setup(); build it on one of them and pass that optimizer too");
+  }
   // 2. Unwrap a compiled module, keeping its options.
   std::shared_ptr<nn::Module> given = module;
   std::optional<CompileOptions> compile_options;
@@ -103,9 +113,11 @@ std::shared_ptr<FabricModule> Fabric::setup_module_impl(
   return fm;
 }
 
-void Fabric::check_optimizer_params(const optim::Optimizer& opt) const {
+void Fabric::check_optimizer_params(const optim::Optimizer& opt, const nn::Module* pending) const {
   std::unordered_set<TensorImpl*> known;
   for (const auto& p : setup_params_) known.insert(p.get());
+  if (pending)
+    for (const Tensor& p : pending->parameters()) known.insert(p.impl());
   int64_t foreign = 0, total = 0;
   for (const auto& group : opt.param_groups())
     for (const Tensor& p : group.params) {
@@ -133,7 +145,10 @@ std::shared_ptr<FabricOptimizer> Fabric::setup_optimizer_checked(std::shared_ptr
 
 void Fabric::after_setup(const std::shared_ptr<FabricModule>& module,
                          const std::vector<std::shared_ptr<FabricOptimizer>>& optimizers) {
-  if (auto aware = std::dynamic_pointer_cast<FabricAware>(module->original_module())) {
+  // A compiled module is Fabric-aware when the module inside it is.
+  std::shared_ptr<nn::Module> original = module->original_module();
+  if (auto* c = dynamic_cast<CompiledModule*>(original.get())) original = c->inner();
+  if (auto aware = std::dynamic_pointer_cast<FabricAware>(original)) {
     aware->fabric = this;
     aware->fabric_optimizers = optimizers;
     bool present = false;
@@ -205,9 +220,10 @@ Tensor Fabric::clip_gradients(nn::Module& module, optim::Optimizer& optimizer, d
 }
 
 ScopeStack Fabric::no_backward_sync(nn::Module& module, bool enabled) {
-  if (!enabled) return {};
+  // Checked even when disabled, so a wrong module shows up on every process count.
   if (!dynamic_cast<FabricModule*>(&module))
     throw ValueError("no_backward_sync: pass the module returned by setup() (a FabricModule)");
+  if (!enabled) return {};
   return strategy_->no_backward_sync(module);
 }
 

@@ -231,9 +231,11 @@ class Fabric {
   void check_launched(const char* what) const;
   std::shared_ptr<FabricModule> setup_module_impl(std::shared_ptr<nn::Module> module,
                                                   bool move_to_device, bool reapply_compile,
-                                                  const std::vector<optim::Optimizer*>& optimizers);
+                                                  const std::vector<optim::Optimizer*>& optimizers,
+                                                  const optim::LRScheduler* scheduler);
   std::shared_ptr<FabricOptimizer> setup_optimizer_checked(std::shared_ptr<optim::Optimizer> opt);
-  void check_optimizer_params(const optim::Optimizer& opt) const;
+  // `pending`: a module being set up right now, whose parameters count as set up.
+  void check_optimizer_params(const optim::Optimizer& opt, const nn::Module* pending = nullptr) const;
   std::shared_ptr<FabricDataLoader> setup_dataloader(std::shared_ptr<data::DataLoader> loader,
                                                      const DataLoaderSetupOptions& opts);
   void after_setup(const std::shared_ptr<FabricModule>& module,
@@ -286,7 +288,8 @@ auto Fabric::setup(std::shared_ptr<nn::Module> module, Rest&&... rest) {
   if (!scheduler) scheduler = options.scheduler;
   std::vector<optim::Optimizer*> raw;
   for (auto& o : optimizers) raw.push_back(o.get());
-  auto fm = setup_module_impl(module, options.move_to_device, options.reapply_compile, raw);
+  auto fm = setup_module_impl(module, options.move_to_device, options.reapply_compile, raw,
+                              scheduler.get());
   std::vector<std::shared_ptr<FabricOptimizer>> wrapped;
   for (auto& o : optimizers) wrapped.push_back(setup_optimizer_checked(o));
   after_setup(fm, wrapped);

@@ -11,26 +11,32 @@ namespace loom {
 
 // ---- GradScaler ----
 
-Tensor GradScaler::scale(const Tensor& loss) const { return loss * scale_; }
+Tensor GradScaler::scale(const Tensor& loss) {
+  loss_scale_ = scale_;
+  unscaled_.clear();  // a new backward brings new scaled gradients
+  return loss * scale_;
+}
 
 void GradScaler::unscale(optim::Optimizer& opt) {
-  if (unscaled_) return;
+  if (unscaled_.count(&opt)) return;
   NoGradGuard no_grad;
-  double inv = 1.0 / scale_;
+  double inv = 1.0 / loss_scale_;
+  bool found_inf = false;
   for (auto& group : opt.param_groups())
     for (Tensor& p : group.params) {
       Tensor g = p.grad();
       if (!g.defined()) continue;
       native::binary_(native::BinaryOp::mul, g, native::wrap_scalar(inv, g));
       double peak = native::amax(native::unary(native::UnaryOp::abs, g), {}, false).item_double();
-      if (!std::isfinite(peak)) found_inf_ = true;
+      if (!std::isfinite(peak)) found_inf = true;
     }
-  unscaled_ = true;
+  unscaled_[&opt] = found_inf;
 }
 
 bool GradScaler::step(optim::Optimizer& opt) {
   unscale(opt);
-  bool stepped = !found_inf_;
+  bool stepped = !unscaled_.at(&opt);
+  unscaled_.erase(&opt);
   if (stepped) {
     opt.step();
     if (++growth_tracker_ >= opts_.growth_interval) {
@@ -41,7 +47,6 @@ bool GradScaler::step(optim::Optimizer& opt) {
     scale_ *= opts_.backoff_factor;  // skip this step and retry with a smaller scale
     growth_tracker_ = 0;
   }
-  unscaled_ = found_inf_ = false;
   return stepped;
 }
 
@@ -60,7 +65,7 @@ void GradScaler::load_state_dict(const std::map<std::string, double>& s) {
       throw ValueError(std::string("GradScaler.load_state_dict: missing key '") + k + "'");
     return it->second;
   };
-  scale_ = get("scale");
+  scale_ = loss_scale_ = get("scale");
   opts_.growth_factor = get("growth_factor");
   opts_.backoff_factor = get("backoff_factor");
   opts_.growth_interval = int64_t(get("growth_interval"));

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "fabric/scope.h"
 #include "nn/module.h"
@@ -32,9 +33,13 @@ class GradScaler {
   GradScaler() : GradScaler(Options{}) {}
   explicit GradScaler(Options o) : opts_(o), scale_(o.init_scale) {}
 
-  Tensor scale(const Tensor& loss) const;
-  // Divides the optimizer's gradients by the scale once per step; remembers whether any was
-  // inf/nan. Safe to call twice (clip_gradients then step).
+  // Multiplies the loss by the current scale and remembers that scale: the gradients of
+  // this backward are divided by it, even when another optimizer's step changes the scale
+  // before this one's.
+  Tensor scale(const Tensor& loss);
+  // Divides the optimizer's gradients by the loss's scale once per step; remembers whether
+  // any was inf/nan. Safe to call twice (clip_gradients then step), and tracked per optimizer
+  // so that several optimizers are each unscaled once.
   void unscale(optim::Optimizer& opt);
   // Steps unless the unscaled gradients were non-finite; updates the scale. Returns whether
   // the optimizer stepped.
@@ -47,8 +52,10 @@ class GradScaler {
  private:
   Options opts_;
   double scale_;
+  double loss_scale_ = scale_;  // the scale the current gradients were computed with
   int64_t growth_tracker_ = 0;
-  bool unscaled_ = false, found_inf_ = false;
+  // Optimizers unscaled since their last step -> whether their gradients held inf/nan.
+  std::unordered_map<const optim::Optimizer*, bool> unscaled_;
 };
 
 class Precision {

@@ -60,6 +60,10 @@ class FabricOptimizer : public optim::Optimizer {
   const std::vector<optim::ParamGroup>& param_groups() const override {
     return std::as_const(*optimizer_).param_groups();
   }
+  // Forwarded so that the wrapped optimizer holds every group and all state (the base class
+  // would keep them in this wrapper, where step() never looks).
+  void add_param_group(optim::ParamGroup group) override { optimizer_->add_param_group(std::move(group)); }
+  const optim::ParamState* state(const Tensor& param) const override { return optimizer_->state(param); }
   optim::OptimizerStateDict state_dict() const override { return optimizer_->state_dict(); }
   void load_state_dict(const optim::OptimizerStateDict& d) override { optimizer_->load_state_dict(d); }
   int64_t replace_parameters(const std::unordered_map<TensorImpl*, Tensor>& m) override {

@@ -1,0 +1,77 @@
+// Shared helpers for the single-process Fabric tests: a temporary folder, a small MLP with
+// deterministic data, and a CPU 32-true Fabric.
+#pragma once
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "fabric/fabric.h"
+#include "nn/activation.h"
+#include "nn/containers.h"
+#include "nn/linear.h"
+#include "tensor/factories.h"
+#include "tensor/ops.h"
+#include "tensor/random.h"
+
+namespace loom::fabric_test {
+
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "loom_fabric_XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string str() const { return path_.string(); }
+  std::string operator/(const std::string& rel) const { return (path_ / rel).string(); }
+
+ private:
+  fs::path path_;
+};
+
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+inline std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// 4 -> 8 -> 2, seeded so two calls build the same weights.
+inline std::shared_ptr<nn::Sequential> make_mlp(uint64_t seed = 0) {
+  manual_seed(seed);
+  return std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(4, 8),
+                                          std::make_shared<nn::ReLU>(),
+                                          std::make_shared<nn::Linear>(8, 2));
+}
+
+inline FabricOptions cpu_options(std::string precision = "32-true") {
+  return FabricOptions{.accelerator = "cpu", .devices = 1, .precision = std::move(precision)};
+}
+
+// Every parameter value, in order, as doubles (a model snapshot to compare bit for bit).
+inline std::vector<std::vector<double>> snapshot(const nn::Module& m) {
+  std::vector<std::vector<double>> out;
+  for (const Tensor& p : m.parameters()) out.push_back(p.to_double_vector());
+  return out;
+}
+
+}  // namespace loom::fabric_test
