@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -95,6 +96,8 @@ LOOM_DDP_SCENARIO(spawn) {
       if (mode == "ok") {
         record(r, "rank_sum", f.all_reduce(double(r + 1), ReduceOp::sum));
         f.barrier();
+      } else if (r == 1 && mode == "killed") {
+        ::raise(SIGKILL);
       } else if (r == 1) {
         throw RuntimeError("boom");
       } else if (mode == "fail_then_collective") {
@@ -142,6 +145,14 @@ TEST(DdpSpawn, RankZerosOwnFailureStillReportsTheRankThatFailedFirst) {
   EXPECT_FALSE(zero.has("result"));
   EXPECT_THAT(zero.text("error"), HasSubstr("rank 1")) << job.describe();
   EXPECT_THAT(zero.text("error"), HasSubstr("boom"));
+}
+
+TEST(DdpSpawn, AKilledRankFailsLaunchNamingTheSignal) {
+  Job job = run_job("spawn", {{"LOOM_DDP_MODE", "killed"}});
+  ASSERT_TRUE(job.ok()) << job.describe();
+  RankRecord zero = job.rank(0);
+  EXPECT_FALSE(zero.has("result"));
+  EXPECT_THAT(zero.text("error"), HasSubstr("rank 1: killed by signal 9")) << job.describe();
 }
 
 // ---- rendezvous ----
@@ -213,6 +224,34 @@ TEST(Loomrun, FabricDetectsTheLauncherAndStartsNoProcessItself) {
   EXPECT_EQ(one.text("RANK"), "1");
   EXPECT_EQ(zero.value("rank_sum"), 1.0);
   EXPECT_EQ(one.value("done"), 1.0);
+}
+
+TEST(Loomrun, AWorldSizeThatDisagreesWithDevicesIsExplained) {
+  std::string loomrun = loomrun_path();
+  if (loomrun.empty()) GTEST_SKIP() << "loomrun is not built next to this test binary (set LOOM_LOOMRUN)";
+  Job job = run_job("where_am_i", {{"LOOM_DDP_WORLD", "3"}}, 40s,
+                    {loomrun, "--nproc-per-node", "2", "--grace-period", "1", self_exe(),
+                     "--gtest_filter=DdpChild.Run"});
+  EXPECT_FALSE(job.ok());
+  EXPECT_FALSE(job.result.timed_out) << job.describe();
+  EXPECT_THAT(job.output, HasSubstr("started 2 processes")) << job.describe();
+  EXPECT_THAT(job.output, HasSubstr("loomrun --nproc-per-node 3"));
+  EXPECT_TRUE(job.rank_files().empty()) << "no rank got past launch()";
+}
+
+TEST(DdpLaunch, TheTrainMlpExampleStartsItsOwnRanks) {
+  std::string train = build_output("LOOM_TRAIN_MLP", "../examples/train_mlp");
+  if (train.empty()) GTEST_SKIP() << "examples/train_mlp is not built next to this test binary";
+  char tmpl[] = "/tmp/loom_train_mlp_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string out = tmpl;
+  Job job = run_job("unused", {}, 60s,
+                    {train, "--devices", "2", "--epochs", "2", "--hidden", "32", "--out", out});
+  EXPECT_TRUE(job.ok()) << job.describe();
+  EXPECT_THAT(job.output, HasSubstr("world size 2"));
+  EXPECT_EQ(job.output.find("accuracy"), job.output.rfind("accuracy")) << job.output;
+  EXPECT_TRUE(std::filesystem::exists(out + "/model.safetensors"));
+  std::filesystem::remove_all(out);
 }
 
 TEST(Loomrun, RunsTheTrainMlpExample) {
