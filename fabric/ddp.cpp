@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "autograd/grad_mode.h"
+#include "dist/gloo_process_group.h"
 #include "dist/init.h"
 #include "fabric/compile.h"
 #include "fabric/wrappers.h"
@@ -65,8 +66,9 @@ Tensor DistributedDataParallel::forward(const Tensor& x) {
 }
 
 DDPStrategy::DDPStrategy(DDPOptions options) : options_(options) {
-  if (const char* d = std::getenv("LOOM_DEBUG_COLLECTIVES"); d && std::string(d) == "1")
-    options_.debug_collectives = true;
+  // The same rule as the process group's own (dist::debug_collectives_from_env), since the
+  // strategy passes its decision down explicitly.
+  if (dist::debug_collectives_from_env()) options_.debug_collectives = true;
 }
 
 DDPStrategy::~DDPStrategy() {
@@ -121,7 +123,17 @@ void DDPStrategy::launch_processes(const std::function<void()>& fn) {
       launcher_->spawn({r, argv, env});
     }
   }
-  fn();
+  try {
+    fn();
+  } catch (...) {
+    // The other ranks cannot finish without rank 0 (it hosts the rendezvous): stop them now
+    // rather than let the destructor wait for them until the collective timeout.
+    if (launcher_) {
+      launcher_->stop_all();
+      launcher_.reset();
+    }
+    throw;
+  }
 }
 
 void DDPStrategy::spawn_processes(const std::function<void()>& fn) {
@@ -168,7 +180,8 @@ void DDPStrategy::spawn_processes(const std::function<void()>& fn) {
       int status = 0;
       waitpid(c.pid, &status, 0);
       bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-      if (!ok && !kill_them) {
+      // When stopping them, only the children that reported an error failed on their own.
+      if (!ok && (!kill_them || !msg.empty())) {
         failures += detail::concat("\n  rank ", c.rank, ": ",
                                    !msg.empty() ? msg
                                    : WIFSIGNALED(status)
@@ -180,6 +193,12 @@ void DDPStrategy::spawn_processes(const std::function<void()>& fn) {
   };
   try {
     fn();  // rank 0
+  } catch (const std::exception& e) {
+    // Rank 0's failure is often the consequence (its collective lost a peer) of a child's
+    // failure, the cause: report the children that failed on their own with it.
+    std::string failures = reap(/*kill_them=*/true);
+    if (failures.empty()) throw;
+    throw RuntimeError(detail::concat("ddp_spawn: a process failed:\n  rank 0: ", e.what(), failures));
   } catch (...) {
     reap(/*kill_them=*/true);
     throw;
