@@ -152,7 +152,7 @@ TEST(Connector, RefusesInvalidDeviceAndNodeCounts) {
 }
 
 TEST(Connector, RefusesStrategiesThisBuildLacks) {
-  for (const char* name : {"dp", "fsdp", "deepspeed"})
+  for (const char* name : {"fsdp", "deepspeed"})
     EXPECT_THAT(value_error_of([&] { Fabric f({.accelerator = "cpu", .strategy = name}); }),
                 AllOf(HasSubstr(std::string("strategy '") + name + "' is not yet available"),
                       HasSubstr("use 'single_device'")));
