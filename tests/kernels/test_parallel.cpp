@@ -40,7 +40,7 @@ TEST(ParallelFor, CoversTheRangeExactlyOnce) {
     for (int64_t begin : {int64_t(0), int64_t(-7), int64_t(1000)})
       for (int64_t n : {0, 1, 2, 3, 7, 64, 1000, 4099, 100003})
         for (int64_t grain : {0, 1, 3, 64, 1000, 1 << 20}) {
-          std::vector<std::atomic<int>> hits(size_t(n));
+          std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
           kernels::parallel_for(begin, begin + n, grain, [&](int64_t b, int64_t e) {
             ASSERT_LE(begin, b);
             ASSERT_LT(b, e);

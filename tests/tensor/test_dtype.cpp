@@ -63,9 +63,10 @@ TEST(Half, EveryF16PatternDecodesToItsValue) {
     double want = f16_value(uint16_t(h));
     float got = f16_to_f32(uint16_t(h));
     ASSERT_TRUE(same_value(got, want)) << std::hex << h << " -> " << got;
-    if (std::isnan(want))  // the sign and the payload survive, made quiet
+    if (std::isnan(want)) {  // the sign and the payload survive, made quiet
       ASSERT_EQ(std::bit_cast<uint32_t>(got), (uint32_t(h & 0x8000) << 16) | 0x7fc00000u |
                                                    (uint32_t(h & 0x3ff) << 13));
+    }
   }
 }
 

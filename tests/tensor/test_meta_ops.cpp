@@ -187,6 +187,16 @@ TEST(MetaOps, Reductions) {
       }
   cases.push_back({"max_dim of a 0-dim", {{{}}}, [](const TensorList& t) { return many(native::max_dim(t[0], 0, false)); }});
   cases.push_back({"max_dim of an empty dim", {{{0, 3}}}, [](const TensorList& t) { return many(native::max_dim(t[0], 0, false)); }});
+  cases.push_back({"argmax of an empty dim", {{{0, 3}}}, [](const TensorList& t) { return one(native::argmax(t[0], 0, true)); }});
+  cases.push_back({"max_dim along a non-empty dim", {{{0, 3}}}, [](const TensorList& t) { return many(native::max_dim(t[0], 1, false)); }});
+  for (Shape dims : {Shape{0}, Shape{}, Shape{1}})
+    for (Shape s : {Shape{0, 3}, Shape{2, 0}}) {
+      cases.push_back({"amax empty " + str(s) + str(dims), {{s}}, [=](const TensorList& t) { return one(native::amax(t[0], dims, false)); }});
+      cases.push_back({"amin empty " + str(s) + str(dims), {{s}}, [=](const TensorList& t) { return one(native::amin(t[0], dims, true)); }});
+      cases.push_back({"sum empty " + str(s) + str(dims), {{s}}, [=](const TensorList& t) { return one(native::sum(t[0], dims, false)); }});
+      cases.push_back({"mean empty " + str(s) + str(dims), {{s}}, [=](const TensorList& t) { return one(native::mean(t[0], dims, false)); }});
+      cases.push_back({"var empty " + str(s) + str(dims), {{s}}, [=](const TensorList& t) { return one(native::var(t[0], dims, 1, false)); }});
+    }
   for (auto [g, s] : {std::pair<Shape, Shape>{{2, 3, 4}, {3, 4}}, {{2, 3, 4}, {1, 4}}, {{2, 3, 4}, {}},
                       {{2, 3, 4}, {2, 1, 1}}, {{5}, {5}}})
     cases.push_back({"sum_to " + str(g) + str(s), {{g}}, [s](const TensorList& t) { return one(native::sum_to(t[0], s)); }});

@@ -29,7 +29,9 @@ void expect_value_error(Fn fn, const std::string& a, const std::string& b = "") 
     FAIL() << "expected ValueError containing '" << a << "'";
   } catch (const ValueError& e) {
     EXPECT_THAT(e.what(), HasSubstr(a));
-    if (!b.empty()) EXPECT_THAT(e.what(), HasSubstr(b));
+    if (!b.empty()) {
+      EXPECT_THAT(e.what(), HasSubstr(b));
+    }
   }
 }
 
