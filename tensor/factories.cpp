@@ -53,6 +53,8 @@ Tensor arange(Scalar start, Scalar end, Scalar step, OptDType dtype, OptDevice d
   bool integral = std::floor(start) == start && std::floor(end) == end && std::floor(step) == step;
   DType dt = dtype.value_or(integral ? DType::i64 : default_dtype());
   int64_t n = int64_t(std::ceil((end - start) / step));
+  // Meta gets its shape only: no host buffer of n values (Note [Meta tensors]).
+  if (device_or(device).is_meta()) return native::empty({n}, dt, Device::meta());
   Tensor host = native::empty({n}, DType::f64, Device::cpu());
   if (n > 0) {
     double* p = host.data_ptr<double>();
@@ -63,10 +65,12 @@ Tensor arange(Scalar start, Scalar end, Scalar step, OptDType dtype, OptDevice d
 
 Tensor linspace(Scalar start, Scalar end, int64_t steps, OptDType dtype, OptDevice device) {
   if (steps < 0) throw ValueError(detail::concat("linspace: steps must be >= 0, got ", steps));
+  if (device_or(device).is_meta()) return native::empty({steps}, float_or(dtype), Device::meta());
   Tensor host = native::empty({steps}, DType::f64, Device::cpu());
-  if (steps > 0) {
+  if (steps == 1) host.data_ptr<double>()[0] = start;  // one point is `start` (as PyTorch)
+  if (steps > 1) {
     double* p = host.data_ptr<double>();
-    double h = steps > 1 ? (end - start) / double(steps - 1) : 0.0;
+    double h = (end - start) / double(steps - 1);
     // Fill from both ends (as PyTorch) so that the last value is exactly `end`.
     for (int64_t i = 0; i < steps; ++i)
       p[i] = i < steps / 2 ? start + h * double(i) : end - h * double(steps - 1 - i);
@@ -99,6 +103,8 @@ Tensor rand_like(const Tensor& t) { return rand(t.sizes(), t.dtype(), t.device()
 Tensor randn_like(const Tensor& t) { return randn(t.sizes(), t.dtype(), t.device()); }
 
 Tensor randperm(int64_t n, OptDevice device) {
+  if (n < 0) throw ValueError(detail::concat("randperm: n must be >= 0, got ", n));
+  if (device_or(device).is_meta()) return native::empty({n}, DType::i64, Device::meta());
   // Fisher-Yates driven by seeded integers: one randint per position.
   Tensor keys = native::empty({n}, DType::i64, Device::cpu());
   Tensor out = native::empty({n}, DType::i64, Device::cpu());

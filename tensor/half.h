@@ -2,7 +2,10 @@
 //
 // Conversions from f32 round to nearest, ties to even, and keep inf, nan and subnormals.
 // They are plain bit manipulation (no F16C intrinsics) so that kernels, tests and every
-// compiler agree bit for bit; hot loops convert blocks with these inline functions.
+// compiler agree bit for bit; hot loops convert blocks with these inline functions. A NaN
+// keeps its sign and the top bits of its payload and comes out quiet, in both directions,
+// exactly as the F16C instructions (and IEEE 754 conversions) do: the vectorised f16 blocks
+// of kernels/cpu/elementwise_loops.h and this scalar tail then agree even on NaN bits.
 #pragma once
 
 #include <bit>
@@ -31,7 +34,8 @@ inline float f16_to_f32(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t mant = h & 0x3ffu;
-  if (exp == 0x1f) return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13));  // inf/nan
+  if (exp == 0x1f && mant == 0) return std::bit_cast<float>(sign | 0x7f800000u);  // inf
+  if (exp == 0x1f) return std::bit_cast<float>(sign | 0x7fc00000u | (mant << 13));  // quiet nan
   if (exp == 0) {
     if (mant == 0) return std::bit_cast<float>(sign);
     // Subnormal: value = mant * 2^-24, exact in f32.
@@ -45,7 +49,7 @@ inline uint16_t f32_to_f16(float f) {
   uint32_t x = std::bit_cast<uint32_t>(f);
   uint16_t sign = uint16_t((x >> 16) & 0x8000u);
   uint32_t ax = x & 0x7fffffffu;
-  if (ax > 0x7f800000u) return uint16_t(sign | 0x7e00u);  // nan
+  if (ax > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));  // quiet nan
   if (ax >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to inf (>= 65520)
   if (ax < 0x38800000u) {                                   // below the smallest normal 2^-14
     // Subnormal or zero: scale so that the f16 subnormal unit 2^-24 becomes 1, then round

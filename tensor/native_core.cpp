@@ -181,6 +181,9 @@ Tensor expand(const Tensor& t, const Shape& sizes) {
     int64_t want = sizes[i] == -1 ? have : sizes[i];
     if (j < 0 && sizes[i] == -1)
       throw ValueError("expand: -1 is not allowed for a new leading dim");
+    if (want < 0)
+      throw ValueError(detail::concat("expand: invalid size ", sizes[i], " in the target ",
+                                      shape_str(sizes), " (sizes are >= 0, or -1 to keep one)"));
     if (have == want) {
       out[i] = want;
       strides[i] = j >= 0 ? t.strides()[j] : 0;

@@ -117,14 +117,15 @@ Tensor cast(const Tensor& t, DType dtype) { return to(t, t.device(), dtype); }
 Tensor extremum(const Tensor& x, const Shape& dims, bool keepdim, bool is_max) {
   const char* op = is_max ? "amax" : "amin";
   ReducePlan p = plan_reduce(x, dims, keepdim, op);
-  if (x.is_meta()) return empty(p.out_shape, x.dtype(), x.device());
   Tensor out = empty(p.out_shape, x.dtype(), x.device());
   if (out.numel() == 0) return out;
+  // A shape error: meta raises it too.
   if (p.R == 0)
     throw ValueError(detail::concat(op, ": cannot reduce over a dim of size 0 (input ",
                                     shape_str(x.sizes()), ", dims ", shape_str(dims),
                                     "): the ", is_max ? "max" : "min",
                                     " of no elements is undefined"));
+  if (x.is_meta()) return out;
   check_cpu(x, op);
   ReduceLayout l = layout_for(x, p);
   auto& table = is_max ? kernels::cpu::amax_kernels() : kernels::cpu::amin_kernels();
@@ -139,10 +140,11 @@ std::tuple<Tensor, Tensor> arg_extremum(const Tensor& x, int64_t dim, bool keepd
   ReducePlan p = plan_reduce(x, {d}, keepdim, op);
   Tensor values = want_values ? empty(p.out_shape, x.dtype(), x.device()) : Tensor();
   Tensor indices = empty(p.out_shape, DType::i64, x.device());
-  if (x.is_meta() || indices.numel() == 0) return {values, indices};
-  if (p.R == 0)
+  if (indices.numel() == 0) return {values, indices};
+  if (p.R == 0)  // a shape error: meta raises it too
     throw ValueError(detail::concat(op, ": cannot reduce over dim ", d, " of size 0 (input ",
                                     shape_str(x.sizes()), ")"));
+  if (x.is_meta()) return {values, indices};
   check_cpu(x, op);
   ReduceLayout l = layout_for(x, p);
   auto& table = is_max ? kernels::cpu::max_dim_kernels() : kernels::cpu::min_dim_kernels();

@@ -1,7 +1,10 @@
 #include "tensor/random.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
+#include <type_traits>
 
 #include "kernels/cpu/parallel.h"
 #include "tensor/native.h"
@@ -22,6 +25,31 @@ inline double unit(uint64_t bits) { return double(bits >> 11) * 0x1.0p-53; }
 
 constexpr int64_t kGrain = 1 << 16;
 
+// The largest value of dtype d below hi. A draw just under hi rounds up to hi when stored in
+// a narrower type (for bf16 about one draw in 500 of [0, 1), for f32 one in 2^25), so
+// fill_uniform pulls such draws back to this value: [lo, hi) stays half-open in every dtype.
+double largest_below(double hi, DType d) {
+  return visit_dtype(d, [&](auto z) -> double {
+    using T = decltype(z);
+    constexpr double kInf = std::numeric_limits<double>::infinity();
+    if constexpr (std::is_same_v<T, double>) {
+      return std::nextafter(hi, -kInf);
+    } else if constexpr (std::is_same_v<T, float>) {
+      float f = float(hi);
+      return f < hi ? f : std::nextafter(f, -std::numeric_limits<float>::infinity());
+    } else if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
+      T v = from_double<T>(hi);
+      if (to_double(v) >= hi) {  // one step towards -inf in the sign-magnitude encoding
+        if ((v.bits & 0x7fff) == 0) v.bits = 0x8001;
+        else v.bits = (v.bits & 0x8000) ? uint16_t(v.bits + 1) : uint16_t(v.bits - 1);
+      }
+      return to_double(v);
+    } else {
+      return hi;  // integer dtypes truncate towards zero
+    }
+  });
+}
+
 // Fills a contiguous tensor: value(i) for each element index i, converted to the dtype.
 template <class ValueFn>
 void fill_contiguous(const Tensor& t, ValueFn value) {
@@ -36,14 +64,17 @@ void fill_contiguous(const Tensor& t, ValueFn value) {
   });
 }
 
-// Runs fill on t directly when contiguous, else on a contiguous temporary copied back.
+// Runs fill on t directly when contiguous, else on a contiguous temporary copied back. The
+// version moves once per fill, as for every other in-place write.
 template <class FillFn>
 void fill_any(const Tensor& t, FillFn fill) {
-  t.storage()->bump_version();
-  if (t.is_contiguous()) return fill(t);
+  if (t.is_contiguous()) {
+    t.storage()->bump_version();
+    return fill(t);
+  }
   Tensor tmp = native::empty(t.sizes(), t.dtype(), t.device());
   fill(tmp);
-  native::copy_(t, tmp);
+  native::copy_(t, tmp);  // bumps t's version
 }
 
 }  // namespace
@@ -58,8 +89,12 @@ void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
 void fill_uniform(const Tensor& t, double lo, double hi, Generator& g) {
   uint64_t seed = g.seed(), base = g.advance(uint64_t(t.numel()));
   double span = hi - lo;
+  double cap = largest_below(hi, t.dtype());
+  if (!(cap >= lo)) cap = hi;  // an empty interval [lo, lo) gives lo
   fill_any(t, [&](const Tensor& c) {
-    fill_contiguous(c, [&](int64_t i) { return lo + span * unit(mix(seed, base + i)); });
+    fill_contiguous(c, [&](int64_t i) {
+      return std::min(lo + span * unit(mix(seed, base + i)), cap);
+    });
   });
 }
 

@@ -33,6 +33,7 @@ int64_t Tensor::numel() const {
 
 bool Tensor::is_contiguous() const {
   const TensorImpl& t = checked();
+  if (numel() == 0) return true;  // no element is out of place (as PyTorch)
   int64_t expected = 1;
   for (size_t i = t.sizes.size(); i-- > 0;) {
     if (t.sizes[i] == 1) continue;
@@ -68,15 +69,17 @@ double Tensor::at_double(const Shape& index) const {
   if (int64_t(index.size()) != dim())
     throw ValueError(detail::concat("at: index has ", index.size(), " entries for a tensor with ",
                                     dim(), " dims"));
+  // A tensor off the CPU is read through a contiguous host copy, so the element offset comes
+  // from the strides of the tensor actually read.
+  Tensor c = is_cpu() ? *this : native::to(*this, Device::cpu(), dtype());
   int64_t off = 0;
   for (int64_t i = 0; i < dim(); ++i) {
     int64_t j = index[i] < 0 ? index[i] + sizes()[i] : index[i];
     if (j < 0 || j >= sizes()[i])
       throw ValueError(detail::concat("at: index ", index[i], " is out of range for dim ", i,
                                       " of size ", sizes()[i]));
-    off += j * strides()[i];
+    off += j * c.strides()[i];
   }
-  Tensor c = is_cpu() ? *this : native::to(*this, Device::cpu(), dtype());
   return visit_dtype(dtype(), [&](auto z) {
     using T = decltype(z);
     return to_double(static_cast<const T*>(c.raw_data_ptr())[off]);
@@ -96,6 +99,8 @@ bool Tensor::allclose(const Tensor& other, double rtol, double atol) const {
   for (size_t i = 0; i < a.size(); ++i) {
     if (std::isnan(a[i]) || std::isnan(b[i])) return false;
     if (a[i] == b[i]) continue;  // equal infinities
+    // An infinity is close only to itself: inf - (-inf) is not within atol + rtol * inf.
+    if (std::isinf(a[i]) || std::isinf(b[i])) return false;
     if (std::abs(a[i] - b[i]) > atol + rtol * std::abs(b[i])) return false;
   }
   return true;
@@ -118,9 +123,11 @@ void print_values(std::ostream& os, const std::vector<double>& v, const Shape& s
   os << '[';
   int64_t n = sizes[dim];
   constexpr int64_t kEdge = 3;  // elements shown at each end of a long dim
+  // Rows of an inner dim go one per line, aligned under the first.
+  std::string sep = dim + 1 < sizes.size() ? ",\n" + std::string(indent + 1, ' ') : ", ";
   for (int64_t i = 0; i < n; ++i) {
     if (n > 2 * kEdge + 1 && i == kEdge) {
-      os << "..., ";
+      os << "..." << sep;
       int64_t inner = 1;
       for (size_t d = dim + 1; d < sizes.size(); ++d) inner *= sizes[d];
       pos += (n - 2 * kEdge) * inner;
@@ -128,7 +135,7 @@ void print_values(std::ostream& os, const std::vector<double>& v, const Shape& s
       continue;
     }
     print_values(os, v, sizes, dim + 1, pos, integral, indent + 1);
-    if (i + 1 < n) os << (dim + 1 < sizes.size() ? ",\n" + std::string(indent + 1, ' ') : ", ");
+    if (i + 1 < n) os << sep;
   }
   os << ']';
 }
