@@ -8,6 +8,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "tensor/error.h"
 #include "tensor/half.h"
 
 namespace loom::kernels {
@@ -57,6 +58,9 @@ void for_each_strided(int64_t ndim, const int64_t* sizes, char* const* base,
         continue;
       }
     }
+    if (d == kMaxDims)
+      throw ValueError(detail::concat("strided copy supports at most ", kMaxDims,
+                                      " dims that cannot be merged; reshape the tensor first"));
     sz[d] = sizes[i];
     for (int k = 0; k < K; ++k) st[k][d] = strides[k][i];
     ++d;
