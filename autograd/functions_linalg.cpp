@@ -10,9 +10,12 @@ using autograd::SavedTensor;
 
 namespace {
 
+// f32 and the other 16-bit dtype are cast; f64 is left alone (an explicit request for
+// precision, as PyTorch's autocast leaves it).
 Tensor low_under_autocast(const Tensor& x) {
   AutocastState s = autocast_state();
-  if (s.enabled && x.defined() && is_floating(x.dtype()) && x.dtype() != s.dtype)
+  if (s.enabled && x.defined() && is_floating(x.dtype()) && x.dtype() != DType::f64 &&
+      x.dtype() != s.dtype)
     return x.to(s.dtype);
   return x;
 }
