@@ -84,9 +84,11 @@ void BM_build_stack200x64(benchmark::State& s) { bench_build(s, [] { return make
 void BM_setup_stack200x64(benchmark::State& s) { bench_setup(s, [] { return make_stack(200, 64); }); }
 
 BENCHMARK(BM_build_mlp)->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_setup_mlp)->Unit(benchmark::kMicrosecond)->UseManualTime();
+// Fixed iteration counts: each iteration also builds a model (untimed), which min-time
+// alone would repeat ~1e5 times for a µs-scale setup.
+BENCHMARK(BM_setup_mlp)->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(300);
 BENCHMARK(BM_build_stack200x64)->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_setup_stack200x64)->Unit(benchmark::kMicrosecond)->UseManualTime();
+BENCHMARK(BM_setup_stack200x64)->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(300);
 
 // The 1e9-parameter stack, built once each way inside init_module. Returns seconds; fills the
 // peak bytes the construction added on top of what was live before.
