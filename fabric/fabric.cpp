@@ -108,6 +108,7 @@ std::shared_ptr<FabricModule> Fabric::setup_module_impl(
   if (compile_options && reapply_compile) forward = compile(forward, *compile_options);
   // 7. The FabricModule, and the identities the optimizer check accepts.
   auto fm = std::make_shared<FabricModule>(forward, given, strategy_.get());
+  std::erase_if(setup_params_, [](const std::weak_ptr<TensorImpl>& w) { return w.expired(); });
   for (const Tensor& p : module->parameters()) setup_params_.push_back(p.impl_ptr());
   ++models_setup_;
   return fm;
@@ -115,7 +116,8 @@ std::shared_ptr<FabricModule> Fabric::setup_module_impl(
 
 void Fabric::check_optimizer_params(const optim::Optimizer& opt, const nn::Module* pending) const {
   std::unordered_set<TensorImpl*> known;
-  for (const auto& p : setup_params_) known.insert(p.get());
+  for (const auto& w : setup_params_)
+    if (auto p = w.lock()) known.insert(p.get());
   if (pending)
     for (const Tensor& p : pending->parameters()) known.insert(p.impl());
   int64_t foreign = 0, total = 0;

@@ -248,8 +248,10 @@ class Fabric {
   std::vector<std::shared_ptr<Logger>> loggers_;
   bool launched_ = false;
   int models_setup_ = 0;
-  // Identities of every parameter of the modules set up so far (the foreign-optimizer check).
-  std::vector<std::shared_ptr<TensorImpl>> setup_params_;
+  // Identities of the parameters of the modules set up so far (the foreign-optimizer check).
+  // Weak: a Fabric must not keep every model it ever set up alive; an optimizer holds its
+  // parameters, so an expired entry can never be one of them.
+  std::vector<std::weak_ptr<TensorImpl>> setup_params_;
 };
 
 // ---- template definitions ----

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cxxabi.h>
+#include <unordered_set>
 
 #include "autograd/grad_mode.h"
 #include "tensor/native.h"
@@ -115,14 +116,15 @@ void Module::add_child(const std::string& n, std::shared_ptr<Module> module) {
 OrderedDict<Tensor> Module::named_parameters(bool recurse) const {
   OrderedDict<Tensor> out;
   for (const auto& [n, p] : parameters_) out.insert(n, p);
-  if (recurse)
+  if (recurse && !children_.empty()) {
+    // A parameter shared by two modules appears once, under its first name. A set of the
+    // identities taken so far keeps this linear (a scan of `out` made deep stacks quadratic).
+    std::unordered_set<const TensorImpl*> seen;
+    for (const auto& [_, q] : out) seen.insert(q.impl());
     for (const auto& [cn, child] : children_)
-      for (const auto& [n, p] : child->named_parameters(true)) {
-        // A parameter shared by two modules appears once, under its first name.
-        bool seen = false;
-        for (const auto& [_, q] : out) seen = seen || q.is_same(p);
-        if (!seen) out.insert(cn + "." + n, p);
-      }
+      for (const auto& [n, p] : child->named_parameters(true))
+        if (seen.insert(p.impl()).second) out.insert(cn + "." + n, p);
+  }
   return out;
 }
 

@@ -1,0 +1,160 @@
+// One f32 training step of an MLP 784-1024-1024-10 at batch 256 (forward, cross-entropy,
+// backward, SGD step, zero_grad) against its GEMM floor, measured in the same run.
+//
+// Napkin math, B = 256, layers (in, out) = (784, 1024), (1024, 1024), (1024, 10):
+//   forward   2 B (784*1024 + 1024*1024 + 1024*10)          = 0.953 GFLOP
+//   dW        the same                                       = 0.953 GFLOP
+//   dx        2 B (1024*1024 + 1024*10) (no dx for the input) = 0.542 GFLOP
+//   total                                                    = 2.449 GFLOP
+// Everything else is memory traffic of a few MiB: relu and its mask (2 x 1 MiB), the bias
+// rows, the 7.4 MiB of gradients and the SGD pass over 1.86 M parameters (read p and g, write
+// p: 22 MiB, ~1 ms at 20 GB/s). The floor is the GEMM work alone at the rate a square
+// 1024^3 cblas_sgemm reaches in this binary on the same thread count; the target is a step
+// within 1.1x of it. Smaller GEMMs (K = 256 for dW, N = 10 for the last layer) run below the
+// square rate, so part of any gap is OpenBLAS's and not loom's: the bench also times the
+// step's own 8 GEMMs as direct cblas_sgemm calls (same shapes, transpositions and beta) on
+// preallocated buffers, which is what the step costs with zero framework overhead.
+//
+// Output: Google Benchmark lines, then a table of step, floors and ratios per thread count.
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <vector>
+
+#include "loom.h"
+#include "optim/sgd.h"
+
+namespace {
+
+using namespace loom;
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kBatch = 256;
+constexpr double kStepFlops =
+    2.0 * kBatch * (2.0 * (784.0 * 1024 + 1024.0 * 1024 + 1024.0 * 10) + (1024.0 * 1024 + 1024.0 * 10));
+constexpr int64_t kN = 1024;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Median FLOP/s of a 1024^3 cblas_sgemm on `threads` threads (3 warm-up calls, 15 timed).
+double sgemm_rate(int threads) {
+  set_num_threads(threads);
+  manual_seed(1);
+  Tensor a = randn({kN, kN}), b = randn({kN, kN}), c = zeros({kN, kN});
+  std::vector<double> t;
+  for (int i = 0; i < 18; ++i) {
+    auto t0 = Clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(kN), int(kN), int(kN), 1.0f,
+                a.data_ptr<float>(), int(kN), b.data_ptr<float>(), int(kN), 0.0f,
+                c.data_ptr<float>(), int(kN));
+    if (i >= 3) t.push_back(seconds_since(t0));
+  }
+  std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+  return 2.0 * double(kN * kN * kN) / t[t.size() / 2];
+}
+
+// The step's GEMMs, row-major, as loom's Linear forward/backward issue them: forward
+// x W^T (+ bias, beta = 1), backward dx = dy W and dW = dy^T x (no dx for the input).
+double step_gemms_seconds() {
+  struct G {
+    bool ta, tb;
+    int m, n, k;
+    float beta;
+  };
+  constexpr int B = int(kBatch);
+  const G gemms[] = {
+      {false, true, B, 1024, 784, 1.f},   {false, true, B, 1024, 1024, 1.f},
+      {false, true, B, 10, 1024, 1.f},    {false, false, B, 1024, 10, 0.f},
+      {true, false, 10, 1024, B, 0.f},    {false, false, B, 1024, 1024, 0.f},
+      {true, false, 1024, 1024, B, 0.f},  {true, false, 1024, 784, B, 0.f}};
+  manual_seed(2);
+  Tensor a = randn({1024 * 1024}), b = randn({1024 * 1024}), c = randn({1024 * 1024});
+  auto run = [&] {
+    for (const G& g : gemms) {
+      // Row-major leading dims: A is (m, k) or stored (k, m); B is (k, n) or stored (n, k).
+      int lda = g.ta ? g.m : g.k, ldb = g.tb ? g.k : g.n;
+      cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans,
+                  g.m, g.n, g.k, 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, g.beta,
+                  c.data_ptr<float>(), g.n);
+    }
+  };
+  std::vector<double> t;
+  for (int i = 0; i < 23; ++i) {
+    auto t0 = Clock::now();
+    run();
+    if (i >= 3) t.push_back(seconds_since(t0));
+  }
+  std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+  return t[t.size() / 2];
+}
+
+struct Row {
+  double sgemm_gflops = 0, floor_ms = 0, gemms_ms = 0, step_ms = 0;
+};
+std::map<int, Row> g_rows;
+
+void BM_mlp_step(benchmark::State& state) {
+  const int threads = int(state.range(0));
+  Row& row = g_rows[threads];
+  if (row.sgemm_gflops == 0) {
+    row.sgemm_gflops = sgemm_rate(threads) / 1e9;
+    row.floor_ms = kStepFlops / (row.sgemm_gflops * 1e9) * 1e3;
+    row.gemms_ms = step_gemms_seconds() * 1e3;
+  }
+  set_num_threads(threads);
+  manual_seed(0);
+  auto model = std::make_shared<nn::Sequential>(
+      std::make_shared<nn::Linear>(784, 1024), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::Linear>(1024, 1024), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::Linear>(1024, 10));
+  optim::SGD opt(model->parameters(), 0.01);
+  Tensor x = randn({kBatch, 784});
+  Tensor y = randint(0, 10, {kBatch}, DType::i64);
+  auto step = [&] {
+    Tensor loss = cross_entropy((*model)(x), y);
+    loss.backward();
+    opt.step();
+    opt.zero_grad();
+    return loss;
+  };
+  for (int i = 0; i < 2; ++i) step();  // warm-up: first-touch of gradients, BLAS buffers
+  std::vector<double> times;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    Tensor loss = step();
+    benchmark::DoNotOptimize(loss.raw_data_ptr());
+    times.push_back(seconds_since(t0));
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  row.step_ms = times[times.size() / 2] * 1e3;
+  state.counters["median_ms"] = row.step_ms;
+  state.counters["floor_ms"] = row.floor_ms;
+  state.counters["x_floor"] = row.step_ms / row.floor_ms;
+  state.counters["gemms_ms"] = row.gemms_ms;
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(kStepFlops * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+
+BENCHMARK(BM_mlp_step)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  std::printf("\nMLP 784-1024-1024-10, batch %lld, f32 step = %.3f GFLOP\n", (long long)kBatch,
+              kStepFlops / 1e9);
+  std::printf("%-8s %14s %12s %14s %10s %14s %12s\n", "threads", "sgemm GFLOP/s", "floor ms",
+              "step ms (med)", "step/floor", "step GEMMs ms", "step/GEMMs");
+  for (const auto& [t, r] : g_rows)
+    std::printf("%-8d %14.1f %12.2f %14.2f %10.3f %14.2f %12.3f\n", t, r.sgemm_gflops,
+                r.floor_ms, r.step_ms, r.step_ms / r.floor_ms, r.gemms_ms, r.step_ms / r.gemms_ms);
+  benchmark::Shutdown();
+  return 0;
+}
