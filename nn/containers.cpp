@@ -31,7 +31,8 @@ void ModuleDict::insert(const std::string& key, std::shared_ptr<Module> m) {
 }
 
 std::shared_ptr<Module> ModuleDict::operator[](const std::string& key) const {
-  const auto* m = named_children().find(key);
+  auto children = named_children();  // a copy: keep it alive while we read from it
+  const auto* m = children.find(key);
   if (!m) throw ValueError("ModuleDict: no module named '" + key + "'");
   return *m;
 }
