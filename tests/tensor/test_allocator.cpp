@@ -12,10 +12,10 @@ namespace loom {
 namespace {
 
 bool cache_enabled() {
-  const char* v = std::getenv("LOOM_CPU_CACHE_MB");
 #if defined(__SANITIZE_ADDRESS__)
   return false;
 #else
+  const char* v = std::getenv("LOOM_CPU_CACHE_MB");
   return !(v && std::string(v) == "0");
 #endif
 }
