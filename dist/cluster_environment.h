@@ -51,12 +51,22 @@ class ClusterEnvironment {
   // True when the processes already exist (srun, mpirun, loomrun started them) and Fabric
   // must not launch more; false when Fabric starts them itself.
   virtual bool creates_processes_externally() const = 0;
-  virtual int world_size() const = 0;
-  virtual int global_rank() const = 0;
-  virtual int local_rank() const = 0;
-  virtual int node_rank() const = 0;
-  virtual std::string main_address() const = 0;
-  virtual int main_port() const = 0;
+  // The layout each environment reads at construction (or its launcher sets); virtual so a
+  // user environment may compute it instead.
+  virtual int world_size() const { return world_size_; }
+  virtual int global_rank() const { return global_rank_; }
+  virtual int local_rank() const { return local_rank_; }
+  virtual int node_rank() const { return node_rank_; }
+  virtual std::string main_address() const { return main_address_; }
+  virtual int main_port() const { return main_port_; }
+
+ protected:
+  int world_size_ = 1;
+  int global_rank_ = 0;
+  int local_rank_ = 0;
+  int node_rank_ = 0;
+  std::string main_address_;
+  int main_port_ = 0;
 };
 
 // Fabric launches the processes itself; the launcher sets world size and global rank.
@@ -68,25 +78,12 @@ class LocalEnvironment final : public ClusterEnvironment {
 
   std::string name() const override { return "local"; }
   bool creates_processes_externally() const override { return false; }
-  int world_size() const override { return world_size_; }
-  int global_rank() const override { return global_rank_; }
-  int local_rank() const override { return local_rank_; }
-  int node_rank() const override { return node_rank_; }
-  std::string main_address() const override { return main_address_; }
-  int main_port() const override { return main_port_; }
 
   // Set by the launcher once it knows the job's shape; throw loom::ValueError when the rank
   // would fall outside [0, world size).
   void set_world_size(int world_size);
   void set_global_rank(int rank);
 
- private:
-  int world_size_ = 1;
-  int global_rank_ = 0;
-  int local_rank_ = 0;
-  int node_rank_ = 0;
-  std::string main_address_;
-  int main_port_ = 0;
 };
 
 // Processes started by loomrun (or torchrun, which sets the same variables).
@@ -98,23 +95,11 @@ class LoomrunEnvironment final : public ClusterEnvironment {
 
   std::string name() const override { return "loomrun"; }
   bool creates_processes_externally() const override { return true; }
-  int world_size() const override { return world_size_; }
-  int global_rank() const override { return global_rank_; }
-  int local_rank() const override { return local_rank_; }
-  int node_rank() const override { return node_rank_; }
-  std::string main_address() const override { return main_address_; }
-  int main_port() const override { return main_port_; }
   // LOCAL_WORLD_SIZE; 1 when unset.
   int local_world_size() const { return local_world_size_; }
 
  private:
-  int world_size_ = 1;
-  int global_rank_ = 0;
-  int local_rank_ = 0;
   int local_world_size_ = 1;
-  int node_rank_ = 0;
-  std::string main_address_;
-  int main_port_ = 0;
 };
 
 // Processes started by SLURM's srun.
@@ -128,25 +113,12 @@ class SlurmEnvironment final : public ClusterEnvironment {
 
   std::string name() const override { return "slurm"; }
   bool creates_processes_externally() const override { return true; }
-  int world_size() const override { return world_size_; }
-  int global_rank() const override { return global_rank_; }
-  int local_rank() const override { return local_rank_; }
-  int node_rank() const override { return node_rank_; }
-  std::string main_address() const override { return main_address_; }
-  int main_port() const override { return main_port_; }
 
   // The first host of a SLURM node list in its common forms: "n1,n2", "n[1-4]",
   // "gpu[003-010,012]", "rack[1-2]-n[5-6]", "a[1-2],b7". Throws loom::ValueError for an
   // empty list or unbalanced brackets.
   static std::string first_host(const std::string& nodelist);
 
- private:
-  int world_size_ = 1;
-  int global_rank_ = 0;
-  int local_rank_ = 0;
-  int node_rank_ = 0;
-  std::string main_address_;
-  int main_port_ = 0;
 };
 
 // Processes started by Open MPI's mpirun.
@@ -158,22 +130,9 @@ class MPIEnvironment final : public ClusterEnvironment {
 
   std::string name() const override { return "mpi"; }
   bool creates_processes_externally() const override { return true; }
-  int world_size() const override { return world_size_; }
-  int global_rank() const override { return global_rank_; }
-  int local_rank() const override { return local_rank_; }
-  // Open MPI exports no node index; global_rank / OMPI_COMM_WORLD_LOCAL_SIZE is exact for the
-  // default by-slot mapping with the same number of ranks on every node.
-  int node_rank() const override { return node_rank_; }
-  std::string main_address() const override { return main_address_; }
-  int main_port() const override { return main_port_; }
+  // node_rank(): Open MPI exports no node index; global_rank / OMPI_COMM_WORLD_LOCAL_SIZE is
+  // exact for the default by-slot mapping with the same number of ranks on every node.
 
- private:
-  int world_size_ = 1;
-  int global_rank_ = 0;
-  int local_rank_ = 0;
-  int node_rank_ = 0;
-  std::string main_address_;
-  int main_port_ = 0;
 };
 
 // Picks the environment, first match wins:
