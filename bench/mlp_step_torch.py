@@ -58,6 +58,18 @@ def step_time(steps):
     return statistics.median(times)
 
 
+def set_blas_threads(n):
+    import ctypes
+    import ctypes.util
+    for name in ("libopenblas.so.0", ctypes.util.find_library("openblas"), "libblas.so.3"):
+        try:
+            lib = ctypes.CDLL(name)
+            lib.openblas_set_num_threads(ctypes.c_int(n))
+            return
+        except (OSError, AttributeError, TypeError):
+            continue
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -67,6 +79,9 @@ def main():
     print(f"{'threads':<8} {'mm GFLOP/s':>12} {'floor ms':>10} {'step ms (med)':>14} {'step/floor':>10}")
     for t in args.threads:
         torch.set_num_threads(t)
+        # torch.set_num_threads does not reach OpenBLAS's own pool: set it too, so "1 thread"
+        # really is one thread for the GEMMs (otherwise OpenBLAS uses every core).
+        set_blas_threads(t)
         rate = mm_rate()
         floor_ms = STEP_FLOPS / rate * 1e3
         ms = step_time(args.steps) * 1e3
