@@ -106,15 +106,20 @@ Tensor embedding_backward(const Tensor& grad_out, const Tensor& indices, int64_t
   return out;
 }
 
-Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
-  const char* op = "index_select";
-  check_same_device(op, x, index);
+// index_select / index_add: an integer 0-D or 1-D index into an input with at least 1 dim.
+static void check_dim_index(const char* op, const Tensor& x, const Tensor& index) {
   check_index_dtype(op, index);
   if (x.dim() == 0)
     throw ValueError(detail::concat(op, ": input must have at least 1 dim; unsqueeze it first"));
   if (index.dim() > 1)
     throw ValueError(detail::concat(op, ": index must be 0-D or 1-D, got shape ",
                                     shape_str(index.sizes())));
+}
+
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  const char* op = "index_select";
+  check_same_device(op, x, index);
+  check_dim_index(op, x, index);
   dim = wrap_dim(dim, x.dim(), op);
   Shape out_shape = x.sizes();
   out_shape[dim] = index.numel();
@@ -133,12 +138,7 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
   const char* op = "index_add";
   check_same_device(op, x, index);
   check_same_device(op, x, source);
-  check_index_dtype(op, index);
-  if (x.dim() == 0)
-    throw ValueError(detail::concat(op, ": input must have at least 1 dim; unsqueeze it first"));
-  if (index.dim() > 1)
-    throw ValueError(detail::concat(op, ": index must be 0-D or 1-D, got shape ",
-                                    shape_str(index.sizes())));
+  check_dim_index(op, x, index);
   if (source.dtype() != x.dtype())
     throw ValueError(detail::concat(op, ": source dtype ", source.dtype(), " differs from input dtype ",
                                     x.dtype(), "; convert source with .to(", x.dtype(), ")"));
