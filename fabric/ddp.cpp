@@ -172,16 +172,22 @@ void DDPStrategy::spawn_processes(const std::function<void()>& fn) {
   auto reap = [&](bool kill_them) {
     std::string failures;
     for (Child& c : children) {
-      if (kill_them) ::kill(c.pid, SIGTERM);
+      // A child that already ended, or that a signal other than our SIGTERM ended, failed
+      // on its own (it may have been killed while rank 0 was failing because of it).
+      int status = 0;
+      bool stopped_by_us = false;
+      if (kill_them && waitpid(c.pid, &status, WNOHANG) == 0) {
+        ::kill(c.pid, SIGTERM);
+        stopped_by_us = true;
+      }
       std::string msg;
       char buf[4096];
       for (ssize_t n; (n = read(c.fd, buf, sizeof(buf))) > 0;) msg.append(buf, size_t(n));
       close(c.fd);
-      int status = 0;
-      waitpid(c.pid, &status, 0);
+      if (!kill_them || stopped_by_us) waitpid(c.pid, &status, 0);
       bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-      // When stopping them, only the children that reported an error failed on their own.
-      if (!ok && (!kill_them || !msg.empty())) {
+      bool our_sigterm = stopped_by_us && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM;
+      if (!ok && (!our_sigterm || !msg.empty())) {
         failures += detail::concat("\n  rank ", c.rank, ": ",
                                    !msg.empty() ? msg
                                    : WIFSIGNALED(status)

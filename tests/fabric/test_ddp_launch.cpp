@@ -96,11 +96,11 @@ LOOM_DDP_SCENARIO(spawn) {
       if (mode == "ok") {
         record(r, "rank_sum", f.all_reduce(double(r + 1), ReduceOp::sum));
         f.barrier();
-      } else if (r == 1 && mode == "killed") {
+      } else if (r == 1 && (mode == "killed" || mode == "killed_then_collective")) {
         ::raise(SIGKILL);
       } else if (r == 1) {
         throw RuntimeError("boom");
-      } else if (mode == "fail_then_collective") {
+      } else if (mode == "fail_then_collective" || mode == "killed_then_collective") {
         f.barrier();  // rank 1 is gone: this fails too, on rank 0's side
       }
       return base + r;
@@ -153,6 +153,17 @@ TEST(DdpSpawn, AKilledRankFailsLaunchNamingTheSignal) {
   RankRecord zero = job.rank(0);
   EXPECT_FALSE(zero.has("result"));
   EXPECT_THAT(zero.text("error"), HasSubstr("rank 1: killed by signal 9")) << job.describe();
+}
+
+TEST(DdpSpawn, RankZerosOwnFailureStillNamesTheSignalThatKilledARank) {
+  // Rank 0 fails too (its barrier lost rank 1) and stops the other ranks with SIGTERM: a
+  // rank that a different signal had already ended must still be reported as the cause.
+  Job job = run_job("spawn", {{"LOOM_DDP_MODE", "killed_then_collective"}});
+  ASSERT_TRUE(job.ok()) << job.describe();
+  RankRecord zero = job.rank(0);
+  EXPECT_FALSE(zero.has("result"));
+  EXPECT_THAT(zero.text("error"), HasSubstr("rank 1: killed by signal 9")) << job.describe();
+  EXPECT_THAT(zero.text("error"), HasSubstr("rank 0: ")) << job.describe();
 }
 
 // ---- rendezvous ----
