@@ -281,7 +281,8 @@ std::shared_ptr<nn::Module> DDPStrategy::setup_module(std::shared_ptr<nn::Module
   auto named = module->named_parameters();
   auto reducer = std::make_shared<Reducer>(named.values(), named.keys(), group_,
                                            int64_t(options_.bucket_cap_mb * 1024 * 1024),
-                                           options_.find_unused_parameters);
+                                           options_.find_unused_parameters,
+                                           options_.gradient_as_bucket_view);
   auto ddp = std::make_shared<DistributedDataParallel>(module, reducer);
   wrapped_.push_back(ddp);
   return ddp;

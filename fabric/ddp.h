@@ -22,6 +22,9 @@ namespace loom {
 struct DDPOptions {
   double bucket_cap_mb = 25.0;
   bool find_unused_parameters = false;
+  // After a synchronised backward each .grad is a view into its all-reduce bucket (no copy
+  // back); see fabric/reducer.h. false: gradients keep their own storage.
+  bool gradient_as_bucket_view = true;
   bool spawn = false;  // ddp_spawn: fork + launch(fn) instead of re-executing the program
   std::chrono::milliseconds timeout{std::chrono::seconds(120)};  // every collective
   bool debug_collectives = false;  // also on with LOOM_DEBUG_COLLECTIVES=1

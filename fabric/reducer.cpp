@@ -13,9 +13,9 @@ constexpr int64_t kFirstBucketBytes = int64_t(1) << 20;
 
 Reducer::Reducer(std::vector<Tensor> params, std::vector<std::string> names,
                  std::shared_ptr<dist::ProcessGroup> group, int64_t bucket_bytes,
-                 bool find_unused_parameters)
+                 bool find_unused_parameters, bool gradient_as_bucket_view)
     : params_(std::move(params)), names_(std::move(names)), group_(std::move(group)),
-      find_unused_(find_unused_parameters) {
+      find_unused_(find_unused_parameters), as_view_(gradient_as_bucket_view) {
   if (bucket_bytes <= 0)
     throw ValueError("ddp: bucket size must be positive (bytes); the default is 25 MiB");
   // Reverse registration order; a bucket holds one dtype and closes at bucket_bytes. The
@@ -43,6 +43,13 @@ Reducer::Reducer(std::vector<Tensor> params, std::vector<std::string> names,
     for (size_t k : b.params) n += params_[k].numel();
     const Tensor& first = params_[b.params.front()];
     b.flat = native::empty({n}, first.dtype(), first.device());
+    int64_t offset = 0;
+    for (size_t k : b.params) {
+      const Tensor& p = params_[k];
+      b.views.push_back(native::reshape(
+          native::slice(b.flat, 0, offset, offset + p.numel(), 1), p.sizes()));
+      offset += p.numel();
+    }
   }
   for (size_t k = 0; k < params_.size(); ++k)
     if (params_[k].requires_grad())
@@ -84,17 +91,18 @@ void Reducer::launch_ready_buckets(bool from_hook) {
 
 void Reducer::launch(Bucket& b) {
   NoGradGuard no_grad;
-  int64_t offset = 0;
-  for (size_t k : b.params) {
-    Tensor part = native::slice(b.flat, 0, offset, offset + params_[k].numel(), 1);
-    Tensor g = params_[k].grad();
-    if (g.defined())
-      native::copy_(part, native::reshape(g, {-1}));
-    else
-      native::fill_(part, 0.0);  // an unused parameter (find_unused_parameters)
-    offset += params_[k].numel();
+  for (size_t i = 0; i < b.params.size(); ++i) {
+    const Tensor& g = params_[b.params[i]].grad();
+    Tensor& view = b.views[i];
+    if (!g.defined())
+      native::fill_(view, 0.0);  // an unused parameter (find_unused_parameters)
+    else if (g.raw_data_ptr() != view.raw_data_ptr())
+      native::copy_(view, g);
+    // else: the gradient already lives in the bucket (gradient_as_bucket_view, accumulated
+    // in place since the last synchronised step): nothing to copy.
   }
-  b.work = group_->all_reduce_async(b.flat, dist::ReduceOp::sum);
+  // avg: the backend divides by the world size as part of the reduction.
+  b.work = group_->all_reduce_async(b.flat, dist::ReduceOp::avg);
 }
 
 void Reducer::finalize() {
@@ -125,19 +133,18 @@ void Reducer::finalize() {
   }
   launch_ready_buckets(/*from_hook=*/false);
   NoGradGuard no_grad;
-  double inv_world = 1.0 / double(group_->size());
   for (Bucket& b : buckets_) {
     b.work->wait();
-    native::binary_(native::BinaryOp::mul, b.flat, native::wrap_scalar(inv_world, b.flat));
-    int64_t offset = 0;
-    for (size_t k : b.params) {
-      Tensor& p = params_[k];
-      Tensor part = native::reshape(native::slice(b.flat, 0, offset, offset + p.numel(), 1), p.sizes());
-      if (p.grad().defined())
-        native::copy_(p.grad(), part);
-      else
-        p.set_grad(native::clone(part));
-      offset += p.numel();
+    for (size_t i = 0; i < b.params.size(); ++i) {
+      Tensor& p = params_[b.params[i]];
+      const Tensor& view = b.views[i];
+      if (as_view_) {
+        if (!p.grad().defined() || p.grad().raw_data_ptr() != view.raw_data_ptr()) p.set_grad(view);
+      } else if (p.grad().defined()) {
+        native::copy_(p.grad(), view);
+      } else {
+        p.set_grad(native::clone(view));
+      }
     }
   }
   reset();

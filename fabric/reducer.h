@@ -5,7 +5,11 @@
 // marks it ready; when every parameter of a bucket is ready, and every bucket before it has
 // been launched, the bucket's gradients are copied into one flat buffer and all-reduced
 // asynchronously while backward goes on computing earlier layers. finalize(), at the end of
-// backward, waits for the buckets in order and writes the averaged gradients back.
+// backward, waits for the buckets in order and hands the averaged gradients back: by default
+// (gradient_as_bucket_view) each parameter's .grad becomes its view into the bucket, so there
+// is no copy back, and a gradient accumulated in place into that view (no_backward_sync, or
+// no zero_grad) needs no copy in either. As with PyTorch's option of the same name, a .grad
+// kept across steps is then overwritten by the next synchronised backward.
 //
 // Buckets launch in index order on every rank, so the ranks' collectives always match.
 // Unused parameters (no gradient this backward): with find_unused_parameters they count as
@@ -35,7 +39,7 @@ class Reducer {
   // names: the parameters' dotted names (for error messages), parallel to params.
   Reducer(std::vector<Tensor> params, std::vector<std::string> names,
           std::shared_ptr<dist::ProcessGroup> group, int64_t bucket_bytes,
-          bool find_unused_parameters);
+          bool find_unused_parameters, bool gradient_as_bucket_view = true);
   ~Reducer();
 
   // Called by each parameter's post-accumulate-grad hook.
@@ -53,6 +57,7 @@ class Reducer {
   struct Bucket {
     std::vector<size_t> params;  // indices into params_
     Tensor flat;                 // (sum of numels,) in the gradients' dtype
+    std::vector<Tensor> views;   // per parameter: its part of flat, in its shape
     std::shared_ptr<dist::Work> work;
     size_t pending = 0;
   };
@@ -64,6 +69,7 @@ class Reducer {
   std::vector<std::string> names_;
   std::shared_ptr<dist::ProcessGroup> group_;
   bool find_unused_;
+  bool as_view_;
   bool sync_ = true;
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_;  // param index -> bucket index

@@ -183,8 +183,10 @@ LOOM_DDP_SCENARIO(train) {
   int steps = job_env_int("LOOM_DDP_STEPS", 3);
   int accumulate = job_env_int("LOOM_DDP_ACCUMULATE", 1);
   bool spare = job_env_int("LOOM_DDP_SPARE", 0) == 1;
+  bool zero_to_none = job_env_int("LOOM_DDP_ZERO_TO_NONE", 1) == 1;
   DDPOptions o{.bucket_cap_mb = job_env_double("LOOM_DDP_BUCKET_MB", 25.0),
                .find_unused_parameters = job_env_int("LOOM_DDP_FIND_UNUSED", 0) == 1,
+               .gradient_as_bucket_view = job_env_int("LOOM_DDP_AS_VIEW", 1) == 1,
                .timeout = 10s};
   Fabric fabric({.accelerator = "cpu", .strategy = ddp(o), .devices = world});
   fabric.launch();
@@ -230,8 +232,16 @@ LOOM_DDP_SCENARIO(train) {
         fabric.backward(loss);
         probing = false;
       }
+      if (s == 0) {
+        // Whether the synchronised gradients share one storage (one bucket holds them all
+        // at the default bucket size): the bucket's.
+        const Tensor& first = fm->parameters().front().grad();
+        bool shared = true;
+        for (const Tensor& p : fm->parameters()) shared &= p.grad().storage() == first.storage();
+        record(r, "grads_share_storage", shared ? 1.0 : 0.0);
+      }
       fo->step();
-      fo->zero_grad();
+      fo->zero_grad(zero_to_none);
     }
     record(r, "final", flat_state(*model));
   } catch (const std::exception& e) {
@@ -252,6 +262,8 @@ struct TrainCase {
   double bucket_mb = 25.0;
   bool spare = false;
   bool find_unused = false;
+  bool as_view = true;
+  bool zero_to_none = true;
 };
 
 Job run_training(const TrainCase& c) {
@@ -260,7 +272,9 @@ Job run_training(const TrainCase& c) {
                            {"LOOM_DDP_ACCUMULATE", std::to_string(c.accumulate)},
                            {"LOOM_DDP_BUCKET_MB", std::to_string(c.bucket_mb)},
                            {"LOOM_DDP_SPARE", c.spare ? "1" : "0"},
-                           {"LOOM_DDP_FIND_UNUSED", c.find_unused ? "1" : "0"}});
+                           {"LOOM_DDP_FIND_UNUSED", c.find_unused ? "1" : "0"},
+                           {"LOOM_DDP_AS_VIEW", c.as_view ? "1" : "0"},
+                           {"LOOM_DDP_ZERO_TO_NONE", c.zero_to_none ? "1" : "0"}});
 }
 
 // Every rank ends where one process training on the union batch ends, from rank 0's start.
@@ -288,6 +302,27 @@ TEST(DdpTraining, TwoRanksMatchOneProcessOnTheUnionBatch) {
   Job job = run_training(c);
   expect_matches_reference(c, job);
   EXPECT_EQ(job.rank(0).value("buckets"), 1.0);  // 25 MiB holds the whole model
+}
+
+TEST(DdpTraining, SynchronisedGradientsAreViewsOfTheBucketByDefault) {
+  TrainCase c;
+  Job job = run_training(c);
+  expect_matches_reference(c, job);
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(job.rank(r).value("grads_share_storage"), 1.0) << r;
+}
+
+TEST(DdpTraining, WithoutBucketViewsGradientsKeepTheirOwnStorage) {
+  TrainCase c{.accumulate = 2, .as_view = false};
+  Job job = run_training(c);
+  expect_matches_reference(c, job);
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(job.rank(r).value("grads_share_storage"), 0.0) << r;
+}
+
+TEST(DdpTraining, GradientsZeroedInPlaceStayBucketViewsAndAccumulateThere) {
+  // zero_grad(false) zeroes the bucket views; later backwards accumulate into them in place
+  // (no_backward_sync) and the synchronised one reduces them without a copy.
+  TrainCase c{.steps = 3, .accumulate = 2, .zero_to_none = false};
+  expect_matches_reference(c, run_training(c));
 }
 
 TEST(DdpTraining, ThreeRanksWithSeveralBucketsMatchOneProcess) {
