@@ -41,10 +41,14 @@ size_t round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multipl
 
 const char* op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::sum: return "sum";
-    case ReduceOp::avg: return "avg";
-    case ReduceOp::max: return "max";
-    case ReduceOp::min: return "min";
+    case ReduceOp::sum:
+      return "sum";
+    case ReduceOp::avg:
+      return "avg";
+    case ReduceOp::max:
+      return "max";
+    case ReduceOp::min:
+      return "min";
   }
   return "?";
 }
@@ -148,7 +152,7 @@ struct ShmAllReduce::Control {
   std::atomic<uint64_t> token;  // written last by rank 0: a reader seeing it sees the rest
   uint32_t size;
   uint32_t slot_bytes;
-  alignas(kCacheLine) std::atomic<uint32_t> count;  // arrivals at the current barrier
+  alignas(kCacheLine) std::atomic<uint32_t> count;       // arrivals at the current barrier
   alignas(kCacheLine) std::atomic<uint32_t> generation;  // futex word: completed barriers
   std::atomic<uint32_t> sleepers;                        // ranks inside FUTEX_WAIT
 };
@@ -198,8 +202,8 @@ ShmAllReduce::PeerState& ShmAllReduce::peer(int r) const {
 }
 
 unsigned char* ShmAllReduce::slot(int set, int r) const {
-  return mapping_->base() + header_bytes(size_) + (size_t(set) * size_t(size_) + size_t(r)) *
-                                                      kSlotBytes;
+  return mapping_->base() + header_bytes(size_) +
+         (size_t(set) * size_t(size_) + size_t(r)) * kSlotBytes;
 }
 
 namespace {
@@ -262,8 +266,9 @@ std::unique_ptr<ShmAllReduce> ShmAllReduce::try_create(int rank, int size, TCPSt
         // small for the segment fails here instead of SIGBUS on first touch.
         int err = ftruncate(fd, off_t(bytes)) != 0 ? errno : posix_fallocate(fd, 0, off_t(bytes));
         if (err != 0) {
-          reason = "reserving " + std::to_string(bytes) + " bytes in /dev/shm failed: " +
-                   errno_str(err) + " (is /dev/shm too small? docker: --shm-size)";
+          reason = "reserving " + std::to_string(bytes) +
+                   " bytes in /dev/shm failed: " + errno_str(err) +
+                   " (is /dev/shm too small? docker: --shm-size)";
         } else if (void* p = map_segment(fd, bytes, reason)) {
           mapping = std::make_unique<Mapping>(p, bytes);
           auto* c = new (p) Control{};
@@ -276,8 +281,8 @@ std::unique_ptr<ShmAllReduce> ShmAllReduce::try_create(int rank, int size, TCPSt
         close(fd);
       }
     }
-    store.set(segment_key, reason.empty() ? "ok " + name + " " + std::to_string(token)
-                                          : "fail " + reason);
+    store.set(segment_key,
+              reason.empty() ? "ok " + name + " " + std::to_string(token) : "fail " + reason);
   } else {
     store.wait({segment_key}, timeout);
     std::istringstream published(store.get_string(segment_key));
@@ -286,8 +291,8 @@ std::unique_ptr<ShmAllReduce> ShmAllReduce::try_create(int rank, int size, TCPSt
     if (verdict != "ok") {
       reason = "rank 0 could not create the segment";
     } else if (!wanted) {
-      reason = "disabled on rank " + std::to_string(rank) +
-               " (shared_memory = false or LOOM_SHM=0)";
+      reason =
+          "disabled on rank " + std::to_string(rank) + " (shared_memory = false or LOOM_SHM=0)";
     } else {
       published >> name >> token;
       const int fd = shm_open(name.c_str(), O_RDWR, 0);
@@ -324,7 +329,8 @@ std::unique_ptr<ShmAllReduce> ShmAllReduce::try_create(int rank, int size, TCPSt
   store.wait(keys, timeout);
   std::string first_failure;
   for (int r = 0; r < size && first_failure.empty(); ++r) {
-    std::string status = r == rank ? (reason.empty() ? "ok" : reason) : store.get_string(keys[size_t(r)]);
+    std::string status =
+        r == rank ? (reason.empty() ? "ok" : reason) : store.get_string(keys[size_t(r)]);
     if (status != "ok") first_failure = "rank " + std::to_string(r) + ": " + status;
   }
   if (!first_failure.empty()) {
@@ -343,18 +349,21 @@ std::unique_ptr<ShmAllReduce> ShmAllReduce::try_create(int rank, int size, TCPSt
   return self;
 }
 
-ShmAllReduce::ShmAllReduce(int rank, int size, std::unique_ptr<Mapping> mapping,
-                           std::string name, std::chrono::milliseconds timeout)
-    : rank_(rank), size_(size), mapping_(std::move(mapping)), name_(std::move(name)),
+ShmAllReduce::ShmAllReduce(int rank, int size, std::unique_ptr<Mapping> mapping, std::string name,
+                           std::chrono::milliseconds timeout)
+    : rank_(rank),
+      size_(size),
+      mapping_(std::move(mapping)),
+      name_(std::move(name)),
       timeout_(timeout) {}
 
 ShmAllReduce::~ShmAllReduce() = default;
 
 bool ShmAllReduce::supports(DType dtype, ReduceOp op) {
-  const bool dtype_ok = dtype == DType::f32 || dtype == DType::f64 || dtype == DType::i64 ||
-                        dtype == DType::i32;
-  return dtype_ok && (op == ReduceOp::sum || op == ReduceOp::avg || op == ReduceOp::max ||
-                      op == ReduceOp::min);
+  const bool dtype_ok =
+      dtype == DType::f32 || dtype == DType::f64 || dtype == DType::i64 || dtype == DType::i32;
+  return dtype_ok &&
+         (op == ReduceOp::sum || op == ReduceOp::avg || op == ReduceOp::max || op == ReduceOp::min);
 }
 
 void ShmAllReduce::run(void* data, int64_t numel, DType dtype, ReduceOp op) {
@@ -362,11 +371,16 @@ void ShmAllReduce::run(void* data, int64_t numel, DType dtype, ReduceOp op) {
              " is not supported; check supports() first");
   if (numel == 0) return;
   switch (dtype) {
-    case DType::f32: return run_typed(static_cast<float*>(data), numel, op);
-    case DType::f64: return run_typed(static_cast<double*>(data), numel, op);
-    case DType::i64: return run_typed(static_cast<int64_t*>(data), numel, op);
-    case DType::i32: return run_typed(static_cast<int32_t*>(data), numel, op);
-    default: break;
+    case DType::f32:
+      return run_typed(static_cast<float*>(data), numel, op);
+    case DType::f64:
+      return run_typed(static_cast<double*>(data), numel, op);
+    case DType::i64:
+      return run_typed(static_cast<int64_t*>(data), numel, op);
+    case DType::i32:
+      return run_typed(static_cast<int32_t*>(data), numel, op);
+    default:
+      break;
   }
 }
 
@@ -383,7 +397,8 @@ void ShmAllReduce::run_typed(T* data, int64_t numel, ReduceOp op) {
   // Parts start on cache-line boundaries: ranks writing neighbouring parts of the outputs
   // never share a line in the slots, and each part's loop starts aligned.
   constexpr int64_t kAlign = int64_t(kCacheLine / sizeof(T));
-  std::vector<const T*> src(static_cast<size_t>(size_));  // every rank's slot, from the part's start
+  std::vector<const T*> src(
+      static_cast<size_t>(size_));  // every rank's slot, from the part's start
   for (int64_t off = 0; off < numel; off += kChunk) {
     const int64_t n = std::min(kChunk, numel - off);
     const int set = int(chunks_ & 1);
@@ -399,13 +414,20 @@ void ShmAllReduce::run_typed(T* data, int64_t numel, ReduceOp op) {
     };
     const auto [lo, hi] = part_range(rank_);
     if (hi > lo) {
-      for (int r = 0; r < size_; ++r) src[size_t(r)] = reinterpret_cast<const T*>(slot(set, r)) + lo;
+      for (int r = 0; r < size_; ++r)
+        src[size_t(r)] = reinterpret_cast<const T*>(slot(set, r)) + lo;
       T* out = data + off + lo;
       switch (op) {
         case ReduceOp::sum:
-        case ReduceOp::avg: reduce_into(out, src.data(), size_, hi - lo, Sum<T>{}); break;
-        case ReduceOp::max: reduce_into(out, src.data(), size_, hi - lo, Max<T>{}); break;
-        case ReduceOp::min: reduce_into(out, src.data(), size_, hi - lo, Min<T>{}); break;
+        case ReduceOp::avg:
+          reduce_into(out, src.data(), size_, hi - lo, Sum<T>{});
+          break;
+        case ReduceOp::max:
+          reduce_into(out, src.data(), size_, hi - lo, Max<T>{});
+          break;
+        case ReduceOp::min:
+          reduce_into(out, src.data(), size_, hi - lo, Min<T>{});
+          break;
       }
       if (op == ReduceOp::avg) divide_by(out, hi - lo, size_);
       std::memcpy(reinterpret_cast<T*>(slot(set, rank_)) + lo, out, size_t(hi - lo) * sizeof(T));
@@ -437,8 +459,8 @@ void ShmAllReduce::check_same_call() const {
   msg << "shared-memory all_reduce: the ranks called different all_reduces:";
   for (int r = 0; r < size_; ++r) {
     const PeerState::Call& c = peer(r).call[parity];
-    msg << (r ? ";" : "") << " rank " << r << ": " << dtype_name(DType(c.dtype)) << " x "
-        << c.numel << " " << op_name(ReduceOp(c.op));
+    msg << (r ? ";" : "") << " rank " << r << ": " << dtype_name(DType(c.dtype)) << " x " << c.numel
+        << " " << op_name(ReduceOp(c.op));
   }
   msg << ". Every rank must pass the same numel, dtype and op";
   throw RuntimeError(msg.str());
@@ -457,7 +479,8 @@ void ShmAllReduce::barrier() {
     // seq_cst on both sides of the sleepers handshake: either a sleeper's FUTEX_WAIT sees
     // the new generation, or this load sees the sleeper.
     c.generation.fetch_add(1, std::memory_order_seq_cst);
-    if (c.sleepers.load(std::memory_order_seq_cst) != 0) futex(&c.generation, FUTEX_WAKE, INT_MAX, nullptr);
+    if (c.sleepers.load(std::memory_order_seq_cst) != 0)
+      futex(&c.generation, FUTEX_WAKE, INT_MAX, nullptr);
     return;
   }
   for (int i = 0; i < kSpinIterations; ++i) {
@@ -477,7 +500,8 @@ void ShmAllReduce::barrier() {
     if (c.generation.load(std::memory_order_acquire) != gen) return;
     check_missing_alive();
     if (std::chrono::steady_clock::now() > deadline)
-      fail_waiting(missing_ranks(), "did not arrive within " + std::to_string(timeout_.count()) + " ms");
+      fail_waiting(missing_ranks(),
+                   "did not arrive within " + std::to_string(timeout_.count()) + " ms");
   }
 }
 
@@ -508,9 +532,8 @@ void ShmAllReduce::check_missing_alive() const {
 void ShmAllReduce::fail_waiting(const std::vector<int>& ranks, const std::string& why) const {
   const std::string who = ranks_str(ranks);
   throw RuntimeError(detail::concat(
-      "shared-memory all_reduce (", size_, " ranks on this host): ", who, " ", why,
-      " (barrier #", barriers_, " of this group, timeout ", timeout_.count(),
-      " ms). Check the output of ", who,
+      "shared-memory all_reduce (", size_, " ranks on this host): ", who, " ", why, " (barrier #",
+      barriers_, " of this group, timeout ", timeout_.count(), " ms). Check the output of ", who,
       ": it may have died, be stuck before this collective, or have called another one"));
 }
 

@@ -134,9 +134,9 @@ class ShmAllReduce {
   std::unique_ptr<Mapping> mapping_;
   std::string name_;
   std::chrono::milliseconds timeout_;
-  uint64_t barriers_ = 0;  // barriers this rank has entered; PeerState::arrived mirrors it
-  uint64_t chunks_ = 0;    // chunks run so far, across calls; its parity picks the slot set
-  uint64_t calls_ = 0;     // run() calls with numel > 0; its parity picks PeerState::call
+  uint64_t barriers_ = 0;      // barriers this rank has entered; PeerState::arrived mirrors it
+  uint64_t chunks_ = 0;        // chunks run so far, across calls; its parity picks the slot set
+  uint64_t calls_ = 0;         // run() calls with numel > 0; its parity picks PeerState::call
   std::vector<bool> watched_;  // per rank: its pid was verified in /proc at setup
 };
 
