@@ -232,8 +232,14 @@ GlooProcessGroup::GlooProcessGroup(int rank, int size, std::shared_ptr<TCPStore>
         "the ranks can reach each other at hostname '", options.hostname, "'"));
   }
   // Collective on every rank (the ranks that opt out say so, so all decide alike).
-  shm_ = ShmAllReduce::try_create(rank_, size_, *store_, key_prefix(group_name_) + "/shm",
-                                  timeout_, options.shared_memory.value_or(shared_memory_from_env()));
+  const bool want_shm = options.shared_memory.value_or(shared_memory_from_env());
+  try {
+    shm_ = ShmAllReduce::try_create(rank_, size_, *store_, key_prefix(group_name_) + "/shm",
+                                    timeout_, want_shm);
+  } catch (const RuntimeError& e) {
+    throw RuntimeError(detail::concat("GlooProcessGroup '", group_name_, "' rank ", rank_, "/",
+                                      size_, ": shared-memory setup failed: ", e.what()));
+  }
   worker_ = std::thread([this] { worker_loop(); });
 }
 
@@ -376,7 +382,6 @@ void GlooProcessGroup::run_all_reduce(void* data, int64_t numel, DType dtype, Re
     }
   });
 }
-
 
 void GlooProcessGroup::run_broadcast(void* data, int64_t nbytes, int src, uint32_t tag) {
   if (nbytes == 0) return;

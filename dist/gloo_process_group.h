@@ -11,9 +11,9 @@
 //
 // Same-host fast path: when every rank of the group maps one POSIX shared-memory segment at
 // construction (dist/shm_all_reduce.h; all ranks on one host, none opted out), all_reduce of
-// f32/f64/i64/i32 with any op, and the f32 buffer of widened f16/bf16 all_reduces, run through
-// it instead of Gloo's TCP loopback, on the same worker thread in the same issue order.
-// shared_memory() says whether it is on; GlooOptions::shared_memory or LOOM_SHM=0 turns it off.
+// f32/f64/i64/i32 (and the f32 buffer of widened f16/bf16) runs through it instead of Gloo's
+// TCP loopback, on the same worker thread in the same issue order. shared_memory() says
+// whether it is on; GlooOptions::shared_memory = false or LOOM_SHM=0 turns it off.
 //
 // Dtypes: f64/f32/i64/i32/u8 are reduced natively by Gloo (u8 sums wrap modulo 256); f16/bf16
 // are widened into an f32 scratch buffer, reduced in f32 and rounded back once; bool reduces as

@@ -306,7 +306,7 @@ std::unique_ptr<ShmAllReduce> ShmAllReduce::try_create(int rank, int size, TCPSt
         mapping = std::make_unique<Mapping>(p, bytes);
         const auto* c = static_cast<const Control*>(p);
         if (c->token.load(std::memory_order_acquire) != token || c->magic != kMagic ||
-            c->size != uint32_t(size)) {
+            c->size != uint32_t(size) || c->slot_bytes != uint32_t(kSlotBytes)) {
           reason = name + " holds another segment (token mismatch: another host's /dev/shm?)";
         }
       }

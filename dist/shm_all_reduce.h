@@ -16,7 +16,8 @@
 // another token. Every rank publishes ok or why not; all ranks read all statuses, so they all
 // decide the same (a split decision would pair shm barriers with Gloo messages and hang).
 // Then rank 0 unlinks the name: the mapping lives on while mapped, and nothing is left in
-// /dev/shm even when a process is SIGKILLed later.
+// /dev/shm even when a process is SIGKILLed later (only a kill inside the few milliseconds of
+// setup can leave "/dev/shm/loom-<pid>-*" behind).
 //
 // Segment layout (S = size, B = kSlotBytes):
 //   Control            one cache line each for the barrier counter and the futex word
