@@ -71,11 +71,13 @@ namespace loom::dist {
 class ShmAllReduce {
  public:
   // Bytes per rank per slot set. Large enough that the two barriers per chunk (a few us each
-  // when both ranks run, one futex wake-up when one sleeps) are amortised over ~100 us of
-  // copying, small enough that a chunk's S slots stay in L2/L3 between the copy-in and the
-  // reduction. 1 MiB measured best on the 2-core EPYC (2 MiB L2 per core, 32 MiB L3); see
-  // bench/bench_allreduce.cpp. The segment is 2 * S * kSlotBytes plus a page or two.
-  static constexpr size_t kSlotBytes = size_t(1) << 20;
+  // when both ranks run, one futex wake-up when one sleeps) are amortised over tens of us of
+  // copying; small enough that a chunk's S slots are still in L2 when they are reduced and
+  // copied out. Measured with bench_allreduce (2 ranks, 2-core EPYC, 2 MiB L2 per core; best
+  // of 3 runs, the machine is shared): 256 KiB 9.2 / 0.83 ms (64 MiB / 7.5 MB), 512 KiB
+  // 9.0 / 0.67, 1 MiB 9.7 / 0.84, 4 MiB 14.9 / 1.43. The segment is 2 * S * kSlotBytes plus
+  // a page or two, 2 MiB for 2 ranks, far below Docker's 64 MiB /dev/shm.
+  static constexpr size_t kSlotBytes = size_t(1) << 19;
   // Pause instructions before sleeping in a barrier (~5 us on Zen; Note [Shm barrier]).
   static constexpr int kSpinIterations = 256;
   // Longest single FUTEX_WAIT: the deadline and the peers' liveness are rechecked this often.
