@@ -5,7 +5,8 @@
 // directly.
 //
 // What it is not: a general transport. Only all_reduce of f32/f64/i64/i32 with
-// sum/avg/max/min (supports()); every other collective and dtype stays on Gloo. It is not
+// sum/avg/max/min (supports()); GlooProcessGroup also sends here the f32 buffer it widens
+// f16/bf16 into, and keeps every other collective and dtype (u8, bool) on Gloo. It is not
 // thread-safe: GlooProcessGroup calls run() only from its one worker thread, in issue order.
 //
 // Setup (try_create, collective, after Gloo's full mesh exists): rank 0 creates
