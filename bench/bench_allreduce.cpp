@@ -1,11 +1,19 @@
-// all_reduce through dist::ProcessGroup (GlooProcessGroup) vs Gloo called directly.
+// all_reduce through dist::ProcessGroup (GlooProcessGroup) vs Gloo called directly, and the
+// group's shared-memory fast path (dist/shm_all_reduce.h) vs its Gloo TCP path.
 //
 // Two ranks: this process (rank 0) forks rank 1 before any thread exists; they rendezvous over
 // loopback through init_process_group's TCPStore. The direct path builds its own Gloo context
 // over the same store and reduces the same buffer with the same options (functional allreduce,
 // RING, gloo::sum<float>, a fresh tag each call), so the difference is the group's overhead:
-// validation, the queue hop to the worker thread and the Work handshake. Also measured: the
-// cost of debug mode (Note [Debug collectives]) on a small 4 KiB all_reduce.
+// validation, the queue hop to the worker thread and the Work handshake. "ProcessGroup tcp"
+// is a group with shared_memory = false, "ProcessGroup shm" the default group (both ranks on
+// this host: shared memory on). Also measured: the cost of debug mode (Note [Debug
+// collectives]) on a small 4 KiB all_reduce.
+//
+// Napkin math for shm with 2 ranks and N bytes: each rank copies N into its slot, reads 2 * N/2
+// and writes N/2 reducing its half, writes N/2 back to its slot, copies N/2 out of the peer's
+// slot: ~6.5 N of memory traffic per rank, no kernel copies. TCP loopback: each byte crosses
+// the kernel twice per direction (send copy + receive copy) plus the reduction.
 //
 // Not Google Benchmark: its runner would drive one process and not know about the peer. Both
 // ranks run the same fixed schedule; rank 0 times each call and prints the medians. Bandwidth
@@ -21,11 +29,14 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "dist/gloo_process_group.h"
 #include "dist/gloo_store.h"
 #include "dist/init.h"
+#include "dist/shm_all_reduce.h"
 #include "dist/socket.h"
 #include "tensor/factories.h"
 
@@ -51,12 +62,6 @@ Stats stats(std::vector<double> times) {
   return {times[times.size() / 2], times.front()};
 }
 
-Stats repeat(int reps, const std::function<void()>& fn) {
-  std::vector<double> times;
-  for (int i = 0; i < reps; ++i) times.push_back(time_once(fn));
-  return stats(std::move(times));
-}
-
 struct Row {
   const char* size;
   const char* path;
@@ -77,6 +82,7 @@ void run_rank(int rank, int port) {
   dbg.timeout = 120s;
   dbg.group_name = "debug";
   dbg.debug = true;
+  dbg.shared_memory = false;  // the overhead of debug mode alone, against "ProcessGroup tcp"
   GlooProcessGroup pg_debug(rank, 2, store, dbg);
 
   GlooStore gloo_store(store, "bench/direct");
@@ -98,61 +104,81 @@ void run_rank(int rank, int port) {
     gloo::allreduce(opts);
   };
 
+  // The same pairs of ranks, the shared-memory fast path off: Gloo's TCP loopback behind the
+  // same queue and Work as `pg`.
+  GlooOptions tcp;
+  tcp.timeout = 120s;
+  tcp.group_name = "tcp";
+  tcp.debug = false;
+  tcp.shared_memory = false;
+  GlooProcessGroup pg_tcp(rank, 2, store, tcp);
+  auto* pg_gloo = dynamic_cast<GlooProcessGroup*>(pg.get());
+  if (pg_gloo == nullptr || !pg_gloo->shared_memory() || pg_tcp.shared_memory()) {
+    throw std::runtime_error("expected the default group on shared memory and 'tcp' without");
+  }
+
+  struct Path {
+    const char* name;
+    std::function<void(Tensor&)> run;
+  };
+  const std::vector<Path> paths{
+      {"gloo direct", [&](Tensor& t) { gloo_direct(t.data_ptr<float>(), size_t(t.numel())); }},
+      {"ProcessGroup tcp", [&](Tensor& t) { pg_tcp.all_reduce(t); }},
+      {"ProcessGroup shm", [&](Tensor& t) { pg->all_reduce(t); }},
+      {"ProcessGroup debug", [&](Tensor& t) { pg_debug.all_reduce(t); }},
+  };
   std::vector<Row> rows;
-  // 64 MiB: the two paths interleaved so drift on this shared machine hits both alike.
-  {
-    constexpr int64_t kN = 16 << 20;
-    constexpr int kReps = 15;
-    Tensor big = zeros({kN}, DType::f32);
-    float* p = big.data_ptr<float>();
-    for (int i = 0; i < 2; ++i) {
-      gloo_direct(p, kN);
-      pg->all_reduce(big);
-    }
-    std::vector<double> direct, group;
-    for (int i = 0; i < kReps; ++i) {
-      direct.push_back(time_once([&] { gloo_direct(p, kN); }));
-      group.push_back(time_once([&] { pg->all_reduce(big); }));
-    }
-    rows.push_back({"64 MiB", "gloo direct", stats(direct), kN * 4.0});
-    rows.push_back({"64 MiB", "ProcessGroup", stats(group), kN * 4.0});
-  }
-  // 4 KiB: latency-bound; debug mode adds the store round-trips of the fingerprint exchange.
-  {
-    constexpr int64_t kN = 1024;
-    constexpr int kReps = 400;
-    Tensor small = zeros({kN}, DType::f32);
-    float* p = small.data_ptr<float>();
-    for (int i = 0; i < 20; ++i) {
-      gloo_direct(p, kN);
-      pg->all_reduce(small);
-      pg_debug.all_reduce(small);
-    }
-    Stats d = repeat(kReps, [&] { gloo_direct(p, kN); });
-    Stats g = repeat(kReps, [&] { pg->all_reduce(small); });
-    Stats dbg_s = repeat(kReps, [&] { pg_debug.all_reduce(small); });
-    rows.push_back({"4 KiB", "gloo direct", d, kN * 4.0});
-    rows.push_back({"4 KiB", "ProcessGroup", g, kN * 4.0});
-    rows.push_back({"4 KiB", "ProcessGroup debug", dbg_s, kN * 4.0});
-  }
+  // Each size runs its paths interleaved, call by call, so drift on this shared machine hits
+  // them alike. `which` indexes `paths`.
+  auto measure = [&](const char* label, int64_t n, int reps, std::vector<size_t> which) {
+    Tensor t = zeros({n}, DType::f32);
+    for (int i = 0; i < 3; ++i)
+      for (size_t w : which) paths[w].run(t);
+    std::vector<std::vector<double>> times(which.size());
+    for (int i = 0; i < reps; ++i)
+      for (size_t k = 0; k < which.size(); ++k)
+        times[k].push_back(time_once([&] { paths[which[k]].run(t); }));
+    for (size_t k = 0; k < which.size(); ++k)
+      rows.push_back({label, paths[which[k]].name, stats(times[k]), double(n) * 4.0});
+  };
+  // 64 MiB: bandwidth-bound. 7.5 MB: the MLP example's gradients (about 1.9 M f32), what
+  // DDP reduces every step. 4 KiB: latency-bound; debug mode (on TCP) adds the store
+  // round-trips of the fingerprint exchange.
+  measure("64 MiB", 16 << 20, 15, {0, 1, 2});
+  measure("7.5 MB", 7500000 / 4, 40, {1, 2});
+  measure("4 KiB", 1024, 400, {0, 1, 2, 3});
   store_barrier(*store, "bench/end", 2, 60s);
   if (rank != 0) return;
 
-  std::printf("all_reduce f32 sum, 2 processes over loopback, RING; per call on rank 0\n");
-  std::printf("%-8s %-20s %13s %13s %12s %10s\n", "size", "path", "median", "min",
-              "algbw GB/s", "vs direct");
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const Row& r = rows[i];
-    const Row& base = (i < 2) ? rows[0] : rows[2];
-    std::printf("%-8s %-20s %10.1f us %10.1f us %12.3f %9.1f%%\n", r.size, r.path,
+  std::printf("all_reduce f32 sum, 2 processes on one host; per call on rank 0\n");
+  std::printf("tcp: Gloo RING over loopback; shm: dist/shm_all_reduce (slots of %zu KiB)\n",
+              ShmAllReduce::kSlotBytes >> 10);
+  std::printf("%-8s %-20s %13s %13s %12s %13s\n", "size", "path", "median", "min",
+              "algbw GB/s", "vs PG tcp");
+  auto find = [&](const char* size, const char* path) -> const Row& {
+    for (const Row& r : rows)
+      if (std::string(r.size) == size && std::string(r.path) == path) return r;
+    throw std::runtime_error("no row");
+  };
+  for (const Row& r : rows) {
+    const Row& base = find(r.size, "ProcessGroup tcp");
+    std::printf("%-8s %-20s %10.1f us %10.1f us %12.3f %12.2fx\n", r.size, r.path,
                 r.seconds.median * 1e6, r.seconds.min * 1e6, r.bytes / r.seconds.median / 1e9,
-                100.0 * base.seconds.median / r.seconds.median);
+                base.seconds.median / r.seconds.median);
   }
-  std::printf("ProcessGroup / direct bandwidth at 64 MiB (medians): %.1f%%\n",
-              100.0 * rows[0].seconds.median / rows[1].seconds.median);
+  std::printf("ProcessGroup tcp / direct bandwidth at 64 MiB (medians): %.1f%%\n",
+              100.0 * find("64 MiB", "gloo direct").seconds.median /
+                  find("64 MiB", "ProcessGroup tcp").seconds.median);
+  for (const char* size : {"64 MiB", "7.5 MB", "4 KiB"}) {
+    std::printf("shm speed-up over tcp at %s (medians): %.2fx\n", size,
+                find(size, "ProcessGroup tcp").seconds.median /
+                    find(size, "ProcessGroup shm").seconds.median);
+  }
   std::printf("debug-mode overhead at 4 KiB: median %+.1f us, min %+.1f us per call\n",
-              (rows[4].seconds.median - rows[3].seconds.median) * 1e6,
-              (rows[4].seconds.min - rows[3].seconds.min) * 1e6);
+              (find("4 KiB", "ProcessGroup debug").seconds.median -
+               find("4 KiB", "ProcessGroup tcp").seconds.median) * 1e6,
+              (find("4 KiB", "ProcessGroup debug").seconds.min -
+               find("4 KiB", "ProcessGroup tcp").seconds.min) * 1e6);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "dist/gloo_store.h"
+#include "dist/shm_all_reduce.h"
 #include "tensor/error.h"
 
 namespace loom::dist {
@@ -150,6 +152,14 @@ bool debug_collectives_from_env() {
   return !(s.empty() || s == "0" || s == "false" || s == "FALSE" || s == "False");
 }
 
+bool shared_memory_from_env() {
+  const char* v = std::getenv("LOOM_SHM");
+  if (v == nullptr) return true;
+  std::string s(v);
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return !(s == "0" || s == "false");
+}
+
 // A one-shot completion flag with the operation's error.
 class GlooProcessGroup::GlooWork : public Work {
  public:
@@ -220,6 +230,15 @@ GlooProcessGroup::GlooProcessGroup(int rank, int size, std::shared_ptr<TCPStore>
         ": connecting the full mesh failed within ", timeout_.count(), " ms: ", e.what(),
         ". Check that every rank started with the same world size and group name, and that "
         "the ranks can reach each other at hostname '", options.hostname, "'"));
+  }
+  // Collective on every rank (the ranks that opt out say so, so all decide alike).
+  const bool want_shm = options.shared_memory.value_or(shared_memory_from_env());
+  try {
+    shm_ = ShmAllReduce::try_create(rank_, size_, *store_, key_prefix(group_name_) + "/shm",
+                                    timeout_, want_shm);
+  } catch (const RuntimeError& e) {
+    throw RuntimeError(detail::concat("GlooProcessGroup '", group_name_, "' rank ", rank_, "/",
+                                      size_, ": shared-memory setup failed: ", e.what()));
   }
   worker_ = std::thread([this] { worker_loop(); });
 }
@@ -331,6 +350,16 @@ void GlooProcessGroup::check_fingerprints(uint64_t seq, const std::string& descr
   throw RuntimeError(msg.str());
 }
 
+template <class T>
+void GlooProcessGroup::reduce_native(T* data, int64_t numel, ReduceOp op, uint32_t tag) {
+  if (shm_ && ShmAllReduce::supports(dtype_of<T>(), op)) {
+    shm_->run(data, numel, dtype_of<T>(), op);  // applies avg itself
+    return;
+  }
+  gloo_all_reduce(context_, data, numel, op, tag, timeout_);
+  if (op == ReduceOp::avg) divide_by(data, numel, size_);
+}
+
 void GlooProcessGroup::run_all_reduce(void* data, int64_t numel, DType dtype, ReduceOp op,
                                       uint32_t tag) {
   if (numel == 0) return;
@@ -341,14 +370,15 @@ void GlooProcessGroup::run_all_reduce(void* data, int64_t numel, DType dtype, Re
       // Widen once, reduce in f32, round once: no per-hop rounding error.
       std::vector<float> scratch(static_cast<size_t>(numel));
       for (int64_t i = 0; i < numel; ++i) scratch[size_t(i)] = widen(p[i]);
-      gloo_all_reduce(context_, scratch.data(), numel, op, tag, timeout_);
-      if (op == ReduceOp::avg) divide_by(scratch.data(), numel, size_);
+      reduce_native(scratch.data(), numel, op, tag);
       for (int64_t i = 0; i < numel; ++i) p[i] = narrow<T>(scratch[size_t(i)]);
     } else if constexpr (std::is_same_v<T, bool>) {
       gloo_all_reduce(context_, reinterpret_cast<uint8_t*>(p), numel, op, tag, timeout_);
-    } else {
+    } else if constexpr (std::is_same_v<T, uint8_t>) {
       gloo_all_reduce(context_, p, numel, op, tag, timeout_);
       if (op == ReduceOp::avg) divide_by(p, numel, size_);
+    } else {
+      reduce_native(p, numel, op, tag);
     }
   });
 }

@@ -9,6 +9,12 @@
 // thing that matches rank A's n-th collective with rank B's n-th collective, so all ranks must
 // issue the same collectives in the same order (debug mode checks exactly that, below).
 //
+// Same-host fast path: when every rank of the group maps one POSIX shared-memory segment at
+// construction (dist/shm_all_reduce.h; all ranks on one host, none opted out), all_reduce of
+// f32/f64/i64/i32 (and the f32 buffer of widened f16/bf16) runs through it instead of Gloo's
+// TCP loopback, on the same worker thread in the same issue order. shared_memory() says
+// whether it is on; GlooOptions::shared_memory = false or LOOM_SHM=0 turns it off.
+//
 // Dtypes: f64/f32/i64/i32/u8 are reduced natively by Gloo (u8 sums wrap modulo 256); f16/bf16
 // are widened into an f32 scratch buffer, reduced in f32 and rounded back once; bool reduces as
 // logical or (sum, max) / and (min). avg is sum then divide by size(); for integer dtypes the
@@ -66,10 +72,17 @@ struct GlooOptions {
   std::string hostname = "127.0.0.1";
   // Note [Debug collectives]; unset: LOOM_DEBUG_COLLECTIVES=1 in the environment turns it on.
   std::optional<bool> debug;
+  // The shared-memory all_reduce between ranks on one host; unset: on unless LOOM_SHM is "0"
+  // or "false". A rank that opts out turns it off for the whole group.
+  std::optional<bool> shared_memory;
 };
 
 // True when LOOM_DEBUG_COLLECTIVES is set to a value other than "", "0" or "false".
 bool debug_collectives_from_env();
+// False when LOOM_SHM is "0" or "false" (any case); true otherwise, unset included.
+bool shared_memory_from_env();
+
+class ShmAllReduce;
 
 class GlooProcessGroup : public ProcessGroup {
  public:
@@ -86,6 +99,8 @@ class GlooProcessGroup : public ProcessGroup {
   int size() const override { return size_; }
   std::string backend() const override { return "gloo"; }
   bool debug() const { return debug_; }
+  // Whether all_reduce goes through shared memory (same host, see the header comment).
+  bool shared_memory() const { return shm_ != nullptr; }
   const std::string& group_name() const { return group_name_; }
   const std::shared_ptr<TCPStore>& store() const { return store_; }
 
@@ -111,6 +126,9 @@ class GlooProcessGroup : public ProcessGroup {
   void check_fingerprints(uint64_t seq, const std::string& description);
   // The ops proper, run on the worker thread.
   void run_all_reduce(void* data, int64_t numel, DType dtype, ReduceOp op, uint32_t tag);
+  // f32/f64/i64/i32 through shared memory when it is on, else through Gloo.
+  template <class T>
+  void reduce_native(T* data, int64_t numel, ReduceOp op, uint32_t tag);
   void run_broadcast(void* data, int64_t nbytes, int src, uint32_t tag);
   void run_all_gather(void* out, const void* in, int64_t nbytes, uint32_t tag);
   void run_barrier(uint32_t tag);
@@ -121,6 +139,7 @@ class GlooProcessGroup : public ProcessGroup {
   std::string group_name_;
   bool debug_;
   std::shared_ptr<gloo::Context> context_;
+  std::unique_ptr<ShmAllReduce> shm_;  // null: every all_reduce goes through Gloo
 
   std::mutex mutex_;
   std::condition_variable cv_;

@@ -37,6 +37,7 @@ std::shared_ptr<ProcessGroup> init_process_group(const ProcessGroupOptions& opti
   GlooOptions gloo;
   gloo.timeout = options.timeout;
   gloo.debug = options.debug;
+  gloo.shared_memory = options.shared_memory;
   gloo.hostname = !options.hostname.empty()           ? options.hostname
                   : is_loopback(options.master_addr) ? std::string("127.0.0.1")
                                                      : std::string();

@@ -35,6 +35,8 @@ struct ProcessGroupOptions {
   std::string backend = "gloo";  // the only one so far
   // GlooProcessGroup Note [Debug collectives]; unset: LOOM_DEBUG_COLLECTIVES decides.
   std::optional<bool> debug;
+  // GlooOptions::shared_memory (same-host all_reduce fast path); unset: LOOM_SHM decides.
+  std::optional<bool> shared_memory;
   // Address peers use to reach this rank's Gloo device; empty: 127.0.0.1 when master_addr is
   // a loopback address (single-node jobs), else this host's name as resolved by Gloo.
   std::string hostname;

@@ -1,10 +1,7 @@
 // GlooProcessGroup and init_process_group between real processes.
 //
-// Each multi-rank test forks one child per rank (before any thread exists in the child; the
-// child then builds its own group, which starts its own threads) and runs the body there. A
-// child reports a failed check or exception through a pipe and exits 1; the parent kills
-// children still running after a deadline and fails the test, so nothing can hang the suite.
-// Children never touch gtest's state: they use check(), which throws.
+// Each multi-rank test forks one child per rank (forked_ranks.h: run_ranks, check) and runs
+// the body there, bounded by a deadline.
 //
 // Values are rank-dependent with closed forms, e.g. rank r holds (r + 1) * k so the sum over
 // n ranks is n (n + 1) / 2 * k; all are small integers, exact in every dtype including bf16.
@@ -22,6 +19,7 @@
 #include <vector>
 
 #include "dist/gloo_process_group.h"
+#include "dist/forked_ranks.h"
 #include "dist/init.h"
 #include "dist/socket.h"
 #include "tensor/factories.h"
@@ -32,88 +30,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
-
-struct CheckFailed : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-void check(bool ok, const std::string& what) {
-  if (!ok) throw CheckFailed(what);
-}
-
-std::string vec_str(const std::vector<double>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
-void check_values(const Tensor& t, const std::vector<double>& expected, const std::string& what) {
-  std::vector<double> got = t.to_double_vector();
-  check(got == expected, what + ": got " + vec_str(got) + ", expected " + vec_str(expected));
-}
-
-// Runs body(rank, port) in `world` forked processes; returns each rank's error ("" = passed).
-std::vector<std::string> run_ranks(int world, const std::function<void(int, int)>& body,
-                                   std::chrono::seconds limit = 10s) {
-  const int port = find_free_port();
-  std::vector<pid_t> pids;
-  std::vector<int> pipes;
-  for (int rank = 0; rank < world; ++rank) {
-    int fds[2];
-    if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
-    pid_t pid = fork();
-    if (pid == 0) {
-      close(fds[0]);
-      std::string error;
-      try {
-        body(rank, port);
-      } catch (const std::exception& e) {
-        error = e.what();
-        if (error.empty()) error = "exception without message";
-      }
-      if (!error.empty()) write_all(fds[1], error.data(), error.size());
-      _exit(error.empty() ? 0 : 1);
-    }
-    close(fds[1]);
-    pids.push_back(pid);
-    pipes.push_back(fds[0]);
-  }
-  std::vector<std::string> errors(static_cast<size_t>(world));
-  std::vector<bool> done(static_cast<size_t>(world), false);
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  int remaining = world;
-  while (remaining > 0) {
-    for (int r = 0; r < world; ++r) {
-      if (done[size_t(r)]) continue;
-      int status = 0;
-      if (waitpid(pids[size_t(r)], &status, WNOHANG) != pids[size_t(r)]) continue;
-      done[size_t(r)] = true;
-      --remaining;
-      char buf[4096];
-      ssize_t n;
-      while ((n = read(pipes[size_t(r)], buf, sizeof buf)) > 0)
-        errors[size_t(r)].append(buf, size_t(n));
-      if (errors[size_t(r)].empty() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-        errors[size_t(r)] = "exited abnormally, status " + std::to_string(status);
-    }
-    if (remaining > 0 && std::chrono::steady_clock::now() > deadline) {
-      for (int r = 0; r < world; ++r) {
-        if (done[size_t(r)]) continue;
-        kill(pids[size_t(r)], SIGKILL);
-        waitpid(pids[size_t(r)], nullptr, 0);
-        errors[size_t(r)] = "still running after " + std::to_string(limit.count()) + " s: killed";
-      }
-      remaining = 0;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  for (int fd : pipes) close(fd);
-  return errors;
-}
-
-void expect_all_passed(const std::vector<std::string>& errors) {
-  for (size_t r = 0; r < errors.size(); ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
-}
 
 std::shared_ptr<ProcessGroup> make_group(int rank, int world, int port,
                                          std::chrono::milliseconds timeout = 5s,

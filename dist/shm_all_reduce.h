@@ -1,0 +1,147 @@
+// ShmAllReduce: all_reduce between the processes of one host through a POSIX shared-memory
+// segment, the intra-node fast path of GlooProcessGroup (as NCCL does within a node). Gloo's
+// TCP transport over loopback moves every byte through the kernel twice and wakes a thread
+// per message; here each rank copies its data once into shared memory and reads the others'
+// directly.
+//
+// What it is not: a general transport. Only all_reduce of f32/f64/i64/i32 with
+// sum/avg/max/min (supports()); GlooProcessGroup also sends here the f32 buffer it widens
+// f16/bf16 into, and keeps every other collective and dtype (u8, bool) on Gloo. It is not
+// thread-safe: GlooProcessGroup calls run() only from its one worker thread, in issue order.
+//
+// Setup (try_create, collective, after Gloo's full mesh exists): rank 0 creates
+// "/loom-<pid>-<random>", reserves its pages with posix_fallocate (a full /dev/shm fails
+// here with ENOSPC instead of a SIGBUS on first touch later), maps it and writes a random
+// 64-bit token; name and token go through the store. The other ranks open the name and check
+// the token: a rank on another host, or in another /dev/shm namespace, cannot open it or sees
+// another token. Every rank publishes ok or why not; all ranks read all statuses, so they all
+// decide the same (a split decision would pair shm barriers with Gloo messages and hang).
+// Then rank 0 unlinks the name: the mapping lives on while mapped, and nothing is left in
+// /dev/shm even when a process is SIGKILLed later (only a kill inside the few milliseconds of
+// setup can leave "/dev/shm/loom-<pid>-*" behind).
+//
+// Segment layout (S = size, B = kSlotBytes):
+//   Control            one cache line each for the barrier counter and the futex word
+//   PeerState[S]       one cache line per rank: barrier arrivals, current op, pid
+//   slots[2][S][B]     two sets of per-rank slots, used alternately by successive chunks
+//
+// Algorithm, per chunk of at most B bytes (slot set k = chunk counter mod 2):
+//   1. every rank copies its chunk into its own slot k[rank];            barrier
+//   2. rank r reduces part r of the chunk (the chunk split into S parts, 64-byte aligned)
+//      over slots k[0..S-1] in rank order into its output, applies avg, and publishes it
+//      into k[r] part r (no other rank reads that part of k[r] in this phase);  barrier
+//   3. every rank copies part p of k[p] into its output for every p != r.
+// Two slot sets remove the barrier before reuse: a rank writes set k again in chunk c + 2
+// only after the barrier 1 of chunk c + 1, which every rank reaches after finishing step 3 of
+// chunk c. So 2 barriers per chunk; the chunk counter runs across calls.
+// Every element is combined in rank order ((x0 + x1) + x2 ...), whichever rank owns its part,
+// so results do not depend on the partition; with 2 ranks they equal Gloo's bit for bit.
+//
+// Note [Shm barrier]: a counter and a generation word in the segment (lock-free std::atomic
+// works across processes). The last arriver resets the counter and bumps the generation;
+// waiters spin kSpinIterations pauses (a barrier between ranks that are both running
+// completes within microseconds), then sleep in FUTEX_WAIT on the generation (shared, not
+// _PRIVATE: the word is in several processes) in slices of kWaitSlice. Spinning longer would
+// steal the core from the rank's own main thread, which on a 2-core machine is computing
+// backward while this worker waits. The waker calls FUTEX_WAKE only when someone sleeps.
+//
+// Failures: every barrier waits at most the group's timeout, then throws RuntimeError naming
+// the ranks that had not arrived (per-rank arrival counts in PeerState). Between slices the
+// waiter also checks whether a missing rank's process has exited (/proc/<pid>/stat: gone, a
+// zombie, or a new process under that pid) and fails at once, as Gloo does when a peer's
+// socket closes. A rank whose pid cannot be verified at setup (another pid namespace) is only
+// covered by the timeout. After a failure the barrier counts are out of step: the group is
+// broken, as after a Gloo failure. Ranks calling all_reduce with different numel, dtype or op
+// all throw at the first barrier, naming each rank's call (a cheap check, one cache line per
+// rank), and the group stays usable.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dist/process_group.h"
+#include "dist/tcp_store.h"
+#include "tensor/dtype.h"
+
+namespace loom::dist {
+
+class ShmAllReduce {
+ public:
+  // Bytes per rank per slot set. Large enough that the two barriers per chunk (a few us each
+  // when both ranks run, one futex wake-up when one sleeps) are amortised over tens of us of
+  // copying; small enough that a chunk's S slots are still in L2 when they are reduced and
+  // copied out. Measured with bench_allreduce (2 ranks, 2-core EPYC, 2 MiB L2 per core; best
+  // of 3 runs, the machine is shared): 256 KiB 9.2 / 0.83 ms (64 MiB / 7.5 MB), 512 KiB
+  // 9.0 / 0.67, 1 MiB 9.7 / 0.84, 4 MiB 14.9 / 1.43. The segment is 2 * S * kSlotBytes plus
+  // a page or two, 2 MiB for 2 ranks, far below Docker's 64 MiB /dev/shm.
+  static constexpr size_t kSlotBytes = size_t(1) << 19;
+  // Pause instructions before sleeping in a barrier (~5 us on Zen; Note [Shm barrier]).
+  static constexpr int kSpinIterations = 256;
+  // Longest single FUTEX_WAIT: the deadline and the peers' liveness are rechecked this often.
+  static constexpr std::chrono::milliseconds kWaitSlice{5};
+
+  // COLLECTIVE: every rank of the group calls it with the same key_prefix (a store namespace
+  // of its own, e.g. "pg/<group>/shm"). Returns the fast path when every rank mapped the
+  // same segment, else nullptr on every rank; `why_not` (optional) then gets the first failing
+  // rank's reason. `wanted` false opts this rank out (the others then get nullptr too). size 1
+  // returns nullptr without touching the store. Store timeouts throw RuntimeError.
+  static std::unique_ptr<ShmAllReduce> try_create(int rank, int size, TCPStore& store,
+                                                  const std::string& key_prefix,
+                                                  std::chrono::milliseconds timeout,
+                                                  bool wanted = true,
+                                                  std::string* why_not = nullptr);
+  ~ShmAllReduce();
+  ShmAllReduce(const ShmAllReduce&) = delete;
+  ShmAllReduce& operator=(const ShmAllReduce&) = delete;
+
+  static bool supports(DType dtype, ReduceOp op);
+  // In place over `numel` contiguous elements; every rank passes the same numel, dtype, op.
+  // avg is sum times 1 / size for floats and floor division by size for integers (as the
+  // Gloo path). Throws RuntimeError on a timeout, a dead peer or mismatched calls.
+  void run(void* data, int64_t numel, DType dtype, ReduceOp op);
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  // The segment's name, already unlinked once try_create returned.
+  const std::string& name() const { return name_; }
+
+ private:
+  struct Control;
+  struct PeerState;
+  class Mapping;
+
+  ShmAllReduce(int rank, int size, std::unique_ptr<Mapping> mapping, std::string name,
+               std::chrono::milliseconds timeout);
+  static size_t header_bytes(int size);   // Control + PeerState[size], whole pages
+  static size_t segment_bytes(int size);  // header + both slot sets
+  Control& control() const;
+  PeerState& peer(int r) const;
+  unsigned char* slot(int set, int r) const;
+  template <class T>
+  void run_typed(T* data, int64_t numel, ReduceOp op);
+  // Throws when the ranks' current calls differ (after the first barrier of a call).
+  void check_same_call() const;
+  // Note [Shm barrier].
+  void barrier();
+  // Ranks that have not yet entered barrier number barriers_.
+  std::vector<int> missing_ranks() const;
+  // Throws when a watched missing rank's process has exited.
+  void check_missing_alive() const;
+  [[noreturn]] void fail_waiting(const std::vector<int>& ranks, const std::string& why) const;
+
+  int rank_;
+  int size_;
+  std::unique_ptr<Mapping> mapping_;
+  std::string name_;
+  std::chrono::milliseconds timeout_;
+  uint64_t barriers_ = 0;      // barriers this rank has entered; PeerState::arrived mirrors it
+  uint64_t chunks_ = 0;        // chunks run so far, across calls; its parity picks the slot set
+  uint64_t calls_ = 0;         // run() calls with numel > 0; its parity picks PeerState::call
+  std::vector<bool> watched_;  // per rank: its pid was verified in /proc at setup
+};
+
+}  // namespace loom::dist
