@@ -422,6 +422,22 @@ std::shared_ptr<Work> GlooProcessGroup::all_reduce_async(const Tensor& t, Reduce
   });
 }
 
+std::shared_ptr<Work> GlooProcessGroup::all_reduce_coalesced_async(
+    const Tensor& output, const std::vector<Tensor>& parts, ReduceOp op) {
+  if (!shm_ || !ShmAllReduce::supports(output.dtype(), op))
+    return ProcessGroup::all_reduce_coalesced_async(output, parts, op);
+  check_coalesced(output, parts);
+  std::vector<ShmAllReduce::Segment> segments;
+  for (const Tensor& p : parts) segments.push_back({p.raw_data_ptr(), p.numel()});
+  void* out = output.raw_data_ptr();
+  output.storage()->bump_version();
+  return enqueue(describe("all_reduce", output, op_name(op)),
+                 [this, output, parts, segments, out, op](uint32_t) {
+                   shm_->run(segments.data(), segments.size(), out, output.numel(),
+                             output.dtype(), op);
+                 });
+}
+
 std::shared_ptr<Work> GlooProcessGroup::broadcast_async(const Tensor& t, int src) {
   check_tensor(t, "broadcast", "the tensor");
   LOOM_VALUE_CHECK(src >= 0 && src < size_, "broadcast: src ", src, " is not a rank of this ",

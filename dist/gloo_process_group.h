@@ -110,6 +110,11 @@ class GlooProcessGroup : public ProcessGroup {
   std::shared_ptr<Work> reduce_scatter_async(const Tensor& out, const Tensor& input,
                                              ReduceOp op) override;
   std::shared_ptr<Work> barrier_async() override;
+  // With the shared-memory path, the parts are read straight into the shared slots (no
+  // gather into output first); otherwise ProcessGroup's default.
+  std::shared_ptr<Work> all_reduce_coalesced_async(const Tensor& output,
+                                                   const std::vector<Tensor>& parts,
+                                                   ReduceOp op) override;
 
  private:
   class GlooWork;

@@ -1,9 +1,49 @@
-// ProcessGroup's blocking forms that allocate their output; see process_group.h.
+// ProcessGroup's blocking forms that allocate their output, and the default coalesced
+// all_reduce; see process_group.h.
 #include "dist/process_group.h"
 
 #include "tensor/native.h"
 
 namespace loom::dist {
+
+void ProcessGroup::check_coalesced(const Tensor& output, const std::vector<Tensor>& parts) {
+  const char* op = "all_reduce_coalesced";
+  LOOM_VALUE_CHECK(output.defined() && output.dim() == 1 && output.is_contiguous(), op,
+                   ": the output must be a defined, contiguous 1-D tensor");
+  const auto* out_lo = static_cast<const char*>(output.raw_data_ptr());
+  const auto* out_hi = out_lo + output.nbytes();
+  int64_t offset = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Tensor& p = parts[i];
+    LOOM_VALUE_CHECK(p.defined() && p.is_contiguous(), op, ": part ", i,
+                     " must be a defined, contiguous tensor");
+    LOOM_VALUE_CHECK(p.dtype() == output.dtype() && p.device() == output.device(), op,
+                     ": part ", i, " is ", p.dtype(), " on ", p.device(), " but the output is ",
+                     output.dtype(), " on ", output.device());
+    const auto* lo = static_cast<const char*>(p.raw_data_ptr());
+    const auto* hi = lo + p.nbytes();
+    const auto* own = out_lo + offset * int64_t(dtype_size(output.dtype()));
+    LOOM_VALUE_CHECK(hi <= out_lo || lo >= out_hi || lo == own, op, ": part ", i,
+                     " overlaps the output other than at its own offset ", offset,
+                     "; pass a separate tensor");
+    offset += p.numel();
+  }
+  LOOM_VALUE_CHECK(offset == output.numel(), op, ": the parts hold ", offset,
+                   " elements but the output has ", output.numel());
+}
+
+std::shared_ptr<Work> ProcessGroup::all_reduce_coalesced_async(const Tensor& output,
+                                                               const std::vector<Tensor>& parts,
+                                                               ReduceOp op) {
+  check_coalesced(output, parts);
+  int64_t offset = 0;
+  for (const Tensor& p : parts) {
+    Tensor dst = native::slice(output, 0, offset, offset + p.numel(), 1);
+    if (p.raw_data_ptr() != dst.raw_data_ptr()) native::copy_(dst, native::reshape(p, {-1}));
+    offset += p.numel();
+  }
+  return all_reduce_async(output, op);
+}
 
 Tensor ProcessGroup::all_gather(const Tensor& t) {
   LOOM_VALUE_CHECK(t.defined(), "all_gather: the input is an undefined tensor");

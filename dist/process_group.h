@@ -47,6 +47,15 @@ class ProcessGroup {
   virtual std::shared_ptr<Work> reduce_scatter_async(const Tensor& out, const Tensor& input,
                                                      ReduceOp op) = 0;
   virtual std::shared_ptr<Work> barrier_async() = 0;
+  // output (1-D, contiguous) = the reduction over ranks of the concatenation of `parts`
+  // (contiguous, output's dtype and device, numels adding up to output's). A part may be
+  // output's own slice at its own offset (then it is read before being overwritten), but
+  // must not overlap output anywhere else. DDP reduces a bucket of gradients this way
+  // without first gathering them into the bucket. The parts must stay unchanged until the
+  // Work completes. Default: copy the parts into output here, then all_reduce_async(output).
+  virtual std::shared_ptr<Work> all_reduce_coalesced_async(const Tensor& output,
+                                                           const std::vector<Tensor>& parts,
+                                                           ReduceOp op);
 
   // Blocking forms.
   void all_reduce(const Tensor& t, ReduceOp op = ReduceOp::sum) { all_reduce_async(t, op)->wait(); }
@@ -56,6 +65,9 @@ class ProcessGroup {
   void barrier() { barrier_async()->wait(); }
 
  protected:
+  // The argument checks of all_reduce_coalesced_async (ValueError naming the problem).
+  static void check_coalesced(const Tensor& output, const std::vector<Tensor>& parts);
+
   std::chrono::milliseconds timeout_{std::chrono::seconds(60)};
 };
 

@@ -367,25 +367,32 @@ bool ShmAllReduce::supports(DType dtype, ReduceOp op) {
 }
 
 void ShmAllReduce::run(void* data, int64_t numel, DType dtype, ReduceOp op) {
+  const Segment whole{data, numel};
+  run(&whole, 1, data, numel, dtype, op);
+}
+
+void ShmAllReduce::run(const Segment* parts, size_t n_parts, void* out, int64_t numel,
+                       DType dtype, ReduceOp op) {
   LOOM_CHECK(supports(dtype, op), "ShmAllReduce::run: ", dtype_name(dtype), " ", op_name(op),
              " is not supported; check supports() first");
   if (numel == 0) return;
   switch (dtype) {
     case DType::f32:
-      return run_typed(static_cast<float*>(data), numel, op);
+      return run_typed(parts, n_parts, static_cast<float*>(out), numel, op);
     case DType::f64:
-      return run_typed(static_cast<double*>(data), numel, op);
+      return run_typed(parts, n_parts, static_cast<double*>(out), numel, op);
     case DType::i64:
-      return run_typed(static_cast<int64_t*>(data), numel, op);
+      return run_typed(parts, n_parts, static_cast<int64_t*>(out), numel, op);
     case DType::i32:
-      return run_typed(static_cast<int32_t*>(data), numel, op);
+      return run_typed(parts, n_parts, static_cast<int32_t*>(out), numel, op);
     default:
       break;
   }
 }
 
 template <class T>
-void ShmAllReduce::run_typed(T* data, int64_t numel, ReduceOp op) {
+void ShmAllReduce::run_typed(const Segment* parts, size_t n_parts, T* data, int64_t numel,
+                             ReduceOp op) {
   const int parity = int(calls_ & 1);
   ++calls_;
   PeerState::Call& mine = peer(rank_).call[parity];
@@ -399,11 +406,25 @@ void ShmAllReduce::run_typed(T* data, int64_t numel, ReduceOp op) {
   constexpr int64_t kAlign = int64_t(kCacheLine / sizeof(T));
   std::vector<const T*> src(
       static_cast<size_t>(size_));  // every rank's slot, from the part's start
+  // The input is read in order, chunk by chunk: the segment and the offset in it where the
+  // next chunk starts. A segment aliasing `data` at its own offset is read here, in step 1,
+  // before steps 2 and 3 of the same chunk overwrite it.
+  size_t seg = 0;
+  int64_t seg_off = 0;
+  auto gather_input = [&](T* dst, int64_t n) {
+    while (n > 0) {
+      LOOM_CHECK(seg < n_parts, "ShmAllReduce: the parts hold fewer elements than numel");
+      const int64_t take = std::min(n, parts[seg].numel - seg_off);
+      std::memcpy(dst, static_cast<const T*>(parts[seg].data) + seg_off, size_t(take) * sizeof(T));
+      dst += take, n -= take, seg_off += take;
+      if (seg_off == parts[seg].numel) ++seg, seg_off = 0;
+    }
+  };
   for (int64_t off = 0; off < numel; off += kChunk) {
     const int64_t n = std::min(kChunk, numel - off);
     const int set = int(chunks_ & 1);
     // 1. our chunk into our slot.
-    std::memcpy(slot(set, rank_), data + off, size_t(n) * sizeof(T));
+    gather_input(reinterpret_cast<T*>(slot(set, rank_)), n);
     barrier();
     if (off == 0) check_same_call();
     // 2. reduce our part, in rank order, into our output; publish it in our slot.

@@ -71,14 +71,15 @@ namespace loom::dist {
 
 class ShmAllReduce {
  public:
-  // Bytes per rank per slot set. Large enough that the two barriers per chunk (a few us each
-  // when both ranks run, one futex wake-up when one sleeps) are amortised over tens of us of
-  // copying; small enough that a chunk's S slots are still in L2 when they are reduced and
-  // copied out. Measured with bench_allreduce (2 ranks, 2-core EPYC, 2 MiB L2 per core; best
-  // of 3 runs, the machine is shared): 256 KiB 9.2 / 0.83 ms (64 MiB / 7.5 MB), 512 KiB
-  // 9.0 / 0.67, 1 MiB 9.7 / 0.84, 4 MiB 14.9 / 1.43. The segment is 2 * S * kSlotBytes plus
-  // a page or two, 2 MiB for 2 ranks, far below Docker's 64 MiB /dev/shm.
-  static constexpr size_t kSlotBytes = size_t(1) << 19;
+  // Bytes per rank per slot set. Large enough that the two barriers per chunk are amortised:
+  // inside DDP the peer is often still computing, so a barrier often means a futex sleep and
+  // a wake-up of tens of us. Small enough that a chunk's S slots stay in L2/L3 while they
+  // are reduced and copied out. Alone (bench_allreduce, 2 ranks, 7.5 MB) 512 KiB was best:
+  // 0.67 ms against 0.84 (1 MiB) and 1.43 (4 MiB). Inside DDP (bench_ddp, 2 ranks x 1
+  // thread, overhead per step over no_sync, MLP / 100-layer model) 2 MiB wins: 512 KiB
+  // +4.0-4.3 / +4.0-4.4 ms, 2 MiB +2.2-2.5 / +2.4, 4 MiB +2.2 / +2.3-3.4. The segment is
+  // 2 * S * kSlotBytes plus a page or two: 8 MiB for 2 ranks, below Docker's 64 MiB /dev/shm.
+  static constexpr size_t kSlotBytes = size_t(1) << 21;
   // Pause instructions before sleeping in a barrier (~5 us on Zen; Note [Shm barrier]).
   static constexpr int kSpinIterations = 256;
   // Longest single FUTEX_WAIT: the deadline and the peers' liveness are rechecked this often.
@@ -103,6 +104,15 @@ class ShmAllReduce {
   // avg is sum times 1 / size for floats and floor division by size for integers (as the
   // Gloo path). Throws RuntimeError on a timeout, a dead peer or mismatched calls.
   void run(void* data, int64_t numel, DType dtype, ReduceOp op);
+  // out = the reduction of the concatenated parts (numels adding up to numel). A part may
+  // alias out at its own offset, nowhere else (ProcessGroup::all_reduce_coalesced_async):
+  // each chunk of the input is copied into the slots before that chunk of out is written.
+  struct Segment {
+    const void* data;
+    int64_t numel;
+  };
+  void run(const Segment* parts, size_t n_parts, void* out, int64_t numel, DType dtype,
+           ReduceOp op);
 
   int rank() const { return rank_; }
   int size() const { return size_; }
@@ -122,7 +132,7 @@ class ShmAllReduce {
   PeerState& peer(int r) const;
   unsigned char* slot(int set, int r) const;
   template <class T>
-  void run_typed(T* data, int64_t numel, ReduceOp op);
+  void run_typed(const Segment* parts, size_t n_parts, T* data, int64_t numel, ReduceOp op);
   // Throws when the ranks' current calls differ (after the first barrier of a call).
   void check_same_call() const;
   // Note [Shm barrier].

@@ -91,18 +91,23 @@ void Reducer::launch_ready_buckets(bool from_hook) {
 
 void Reducer::launch(Bucket& b) {
   NoGradGuard no_grad;
+  // The gradients go to the process group as they are; the group reads them straight into
+  // its transfer buffers (shared memory) or gathers them into the bucket first (Gloo). A
+  // gradient that already is its bucket view (accumulated in place since the last
+  // synchronised step) is the bucket's own slice at its own offset, which the group allows.
+  std::vector<Tensor> parts;
+  parts.reserve(b.params.size());
   for (size_t i = 0; i < b.params.size(); ++i) {
     const Tensor& g = params_[b.params[i]].grad();
-    Tensor& view = b.views[i];
-    if (!g.defined())
-      native::fill_(view, 0.0);  // an unused parameter (find_unused_parameters)
-    else if (g.raw_data_ptr() != view.raw_data_ptr())
-      native::copy_(view, g);
-    // else: the gradient already lives in the bucket (gradient_as_bucket_view, accumulated
-    // in place since the last synchronised step): nothing to copy.
+    if (g.defined()) {
+      parts.push_back(g.is_contiguous() ? g : native::contiguous(g));
+    } else {
+      native::fill_(b.views[i], 0.0);  // an unused parameter (find_unused_parameters)
+      parts.push_back(b.views[i]);
+    }
   }
-  // avg: the backend divides by the world size as part of the reduction.
-  b.work = group_->all_reduce_async(b.flat, dist::ReduceOp::avg);
+  // avg: the group divides by the world size as part of the reduction.
+  b.work = group_->all_reduce_coalesced_async(b.flat, parts, dist::ReduceOp::avg);
 }
 
 void Reducer::finalize() {

@@ -1,10 +1,12 @@
 // Reducer: DDP's gradient synchronisation, overlapped with backward.
 //
 // Parameters are grouped into buckets of about bucket_bytes (the first one 1 MiB), in reverse
-// registration order (the order backward produces their gradients). Each parameter's post-accumulate-grad hook
-// marks it ready; when every parameter of a bucket is ready, and every bucket before it has
-// been launched, the bucket's gradients are copied into one flat buffer and all-reduced
-// asynchronously while backward goes on computing earlier layers. finalize(), at the end of
+// registration order (the order backward produces their gradients). Each parameter's
+// post-accumulate-grad hook marks it ready; when every parameter of a bucket is ready, and
+// every bucket before it has been launched, the bucket's gradients are all-reduced into one
+// flat buffer (all_reduce_coalesced_async: over shared memory they go straight into the
+// transfer slots, with no gathering copy) asynchronously, while backward goes on computing
+// earlier layers. finalize(), at the end of
 // backward, waits for the buckets in order and hands the averaged gradients back: by default
 // (gradient_as_bucket_view) each parameter's .grad becomes its view into the bucket, so there
 // is no copy back, and a gradient accumulated in place into that view (no_backward_sync, or
