@@ -385,6 +385,10 @@ void GlooProcessGroup::run_all_reduce(void* data, int64_t numel, DType dtype, Re
 
 void GlooProcessGroup::run_broadcast(void* data, int64_t nbytes, int src, uint32_t tag) {
   if (nbytes == 0) return;
+  if (shm_) {
+    shm_->broadcast(data, nbytes, src);
+    return;
+  }
   gloo::BroadcastOptions opts(context_);
   opts.setOutput(static_cast<char*>(data), size_t(nbytes));
   opts.setRoot(src);

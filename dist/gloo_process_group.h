@@ -11,8 +11,9 @@
 //
 // Same-host fast path: when every rank of the group maps one POSIX shared-memory segment at
 // construction (dist/shm_all_reduce.h; all ranks on one host, none opted out), all_reduce of
-// f32/f64/i64/i32 (and the f32 buffer of widened f16/bf16) runs through it instead of Gloo's
-// TCP loopback, on the same worker thread in the same issue order. shared_memory() says
+// f32/f64/i64/i32 (and the f32 buffer of widened f16/bf16) and broadcast of any dtype run
+// through it instead of Gloo's TCP loopback, on the same worker thread in the same issue
+// order. shared_memory() says
 // whether it is on; GlooOptions::shared_memory = false or LOOM_SHM=0 turns it off.
 //
 // Dtypes: f64/f32/i64/i32/u8 are reduced natively by Gloo (u8 sums wrap modulo 256); f16/bf16
@@ -99,7 +100,8 @@ class GlooProcessGroup : public ProcessGroup {
   int size() const override { return size_; }
   std::string backend() const override { return "gloo"; }
   bool debug() const { return debug_; }
-  // Whether all_reduce goes through shared memory (same host, see the header comment).
+  // Whether all_reduce and broadcast go through shared memory (same host, see the header
+  // comment).
   bool shared_memory() const { return shm_ != nullptr; }
   const std::string& group_name() const { return group_name_; }
   const std::shared_ptr<TCPStore>& store() const { return store_; }

@@ -165,7 +165,7 @@ struct alignas(kCacheLine) ShmAllReduce::PeerState {
   struct Call {
     int64_t numel;
     uint8_t dtype;
-    uint8_t op;
+    uint32_t op;  // a ReduceOp, or kBroadcastOpBase + root
   } call[2];
   int32_t pid;
   uint64_t start_ticks;  // ProcessInfo::start_ticks of this rank, 0 if unknown
@@ -398,7 +398,7 @@ void ShmAllReduce::run_typed(const Segment* parts, size_t n_parts, T* data, int6
   PeerState::Call& mine = peer(rank_).call[parity];
   mine.numel = numel;
   mine.dtype = uint8_t(dtype_of<T>());
-  mine.op = uint8_t(op);
+  mine.op = uint32_t(op);
 
   constexpr int64_t kChunk = int64_t(kSlotBytes / sizeof(T));
   // Parts start on cache-line boundaries: ranks writing neighbouring parts of the outputs
@@ -415,7 +415,8 @@ void ShmAllReduce::run_typed(const Segment* parts, size_t n_parts, T* data, int6
     while (n > 0) {
       LOOM_CHECK(seg < n_parts, "ShmAllReduce: the parts hold fewer elements than numel");
       const int64_t take = std::min(n, parts[seg].numel - seg_off);
-      std::memcpy(dst, static_cast<const T*>(parts[seg].data) + seg_off, size_t(take) * sizeof(T));
+      if (take > 0)  // an empty part may have no data pointer at all
+        std::memcpy(dst, static_cast<const T*>(parts[seg].data) + seg_off, size_t(take) * sizeof(T));
       dst += take, n -= take, seg_off += take;
       if (seg_off == parts[seg].numel) ++seg, seg_off = 0;
     }
@@ -465,6 +466,30 @@ void ShmAllReduce::run_typed(const Segment* parts, size_t n_parts, T* data, int6
   }
 }
 
+void ShmAllReduce::broadcast(void* data, int64_t nbytes, int root) {
+  LOOM_CHECK(root >= 0 && root < size_, "ShmAllReduce::broadcast: root ", root, " out of range");
+  if (nbytes == 0) return;
+  const int parity = int(calls_ & 1);
+  ++calls_;
+  PeerState::Call& mine = peer(rank_).call[parity];
+  mine.numel = nbytes;
+  mine.dtype = uint8_t(DType::u8);
+  mine.op = uint32_t(kBroadcastOpBase + root);
+  // One barrier per chunk: root fills its slot of set k, everyone else copies it out. Root
+  // writes set k again two chunks later, after the next chunk's barrier, which the others
+  // reach only once done reading (the same argument as all_reduce's two slot sets).
+  auto* bytes = static_cast<unsigned char*>(data);
+  for (int64_t off = 0; off < nbytes; off += int64_t(kSlotBytes)) {
+    const size_t n = size_t(std::min<int64_t>(int64_t(kSlotBytes), nbytes - off));
+    const int set = int(chunks_ & 1);
+    if (rank_ == root) std::memcpy(slot(set, root), bytes + off, n);
+    barrier();
+    if (off == 0) check_same_call();
+    if (rank_ != root) std::memcpy(bytes + off, slot(set, root), n);
+    ++chunks_;
+  }
+}
+
 void ShmAllReduce::check_same_call() const {
   // Note: call[parity] of every rank is stable here. A rank writes call[parity] again two
   // calls later, after barrier 1 of the next call, which needs this rank to get there.
@@ -477,13 +502,17 @@ void ShmAllReduce::check_same_call() const {
   }
   if (same) return;
   std::ostringstream msg;
-  msg << "shared-memory all_reduce: the ranks called different all_reduces:";
+  msg << "shared-memory collectives: the ranks called different collectives:";
   for (int r = 0; r < size_; ++r) {
     const PeerState::Call& c = peer(r).call[parity];
-    msg << (r ? ";" : "") << " rank " << r << ": " << dtype_name(DType(c.dtype)) << " x " << c.numel
-        << " " << op_name(ReduceOp(c.op));
+    msg << (r ? ";" : "") << " rank " << r << ": ";
+    if (c.op >= kBroadcastOpBase)
+      msg << "broadcast of " << c.numel << " bytes from rank " << (c.op - kBroadcastOpBase);
+    else
+      msg << "all_reduce " << dtype_name(DType(c.dtype)) << " x " << c.numel << " "
+          << op_name(ReduceOp(c.op));
   }
-  msg << ". Every rank must pass the same numel, dtype and op";
+  msg << ". Every rank must issue the same collectives with the same sizes, dtypes and ops";
   throw RuntimeError(msg.str());
 }
 

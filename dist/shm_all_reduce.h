@@ -5,9 +5,10 @@
 // directly.
 //
 // What it is not: a general transport. Only all_reduce of f32/f64/i64/i32 with
-// sum/avg/max/min (supports()); GlooProcessGroup also sends here the f32 buffer it widens
-// f16/bf16 into, and keeps every other collective and dtype (u8, bool) on Gloo. It is not
-// thread-safe: GlooProcessGroup calls run() only from its one worker thread, in issue order.
+// sum/avg/max/min (supports()), and broadcast of bytes; GlooProcessGroup also sends here the
+// f32 buffer it widens f16/bf16 into, and keeps every other collective and dtype (u8, bool
+// all_reduce) on Gloo. It is not thread-safe: GlooProcessGroup calls it only from its one
+// worker thread, in issue order.
 //
 // Setup (try_create, collective, after Gloo's full mesh exists): rank 0 creates
 // "/loom-<pid>-<random>", reserves its pages with posix_fallocate (a full /dev/shm fails
@@ -114,12 +115,18 @@ class ShmAllReduce {
   void run(const Segment* parts, size_t n_parts, void* out, int64_t numel, DType dtype,
            ReduceOp op);
 
+  // Copies root's `nbytes` at data into every other rank's data, chunk by chunk through
+  // root's slots (one barrier per chunk). Any dtype: bytes are bytes.
+  void broadcast(void* data, int64_t nbytes, int root);
+
   int rank() const { return rank_; }
   int size() const { return size_; }
   // The segment's name, already unlinked once try_create returned.
   const std::string& name() const { return name_; }
 
  private:
+  // PeerState::Call::op of a broadcast from root r: kBroadcastOpBase + r (ReduceOps are 0-3).
+  static constexpr int kBroadcastOpBase = 16;
   struct Control;
   struct PeerState;
   class Mapping;

@@ -315,6 +315,56 @@ TEST(ShmAllReduce, MissingRankIsNamedWithinTheTimeout) {
   }));
 }
 
+// Broadcast goes through root's slots: any dtype, any root, several chunks with a ragged
+// tail, interleaved with all_reduces (the slot sets alternate across both kinds of calls).
+void broadcast_every_root(int world) {
+  expect_all_passed(run_ranks(
+      world,
+      [world](int rank, int port) {
+        auto pg = make_group(rank, world, port);
+        check(pg->shared_memory(), "shared memory is on for a same-host group");
+        const int64_t n = int64_t(ShmAllReduce::kSlotBytes / sizeof(double)) * 2 + 5;
+        for (int root = 0; root < world; ++root) {
+          Tensor d = rank_tensor<double>(rank, n);
+          pg->broadcast(d, root);
+          const double* p = d.data_ptr<double>();
+          for (int64_t i = 0; i < n; ++i)
+            if (p[i] != v(root, i))
+              check(false, "f64 broadcast from rank " + std::to_string(root) + ": element " +
+                               std::to_string(i) + " is " + std::to_string(p[i]));
+          check_exact<float>(*pg, rank, world, ReduceOp::sum, ragged_size<float>());
+          Tensor h = full({7}, double(rank + 1), DType::bf16);
+          pg->broadcast(h, root);
+          check_values(h, std::vector<double>(7, double(root + 1)), "bf16 broadcast");
+        }
+        finish(*pg);
+      },
+      60s));
+}
+
+TEST(ShmAllReduce, BroadcastFromEveryRootTwoRanks) { broadcast_every_root(2); }
+TEST(ShmAllReduce, BroadcastFromEveryRootThreeRanks) { broadcast_every_root(3); }
+
+TEST(ShmAllReduce, BroadcastAgainstAllReduceFailsOnEveryRankNamingBoth) {
+  expect_all_passed(run_ranks(2, [](int rank, int port) {
+    auto pg = make_group(rank, 2, port);
+    try {
+      Tensor t = zeros({4}, DType::f32);
+      if (rank == 0)
+        pg->broadcast(t, 1);
+      else
+        pg->all_reduce(t, ReduceOp::max);
+      check(false, "broadcast against all_reduce did not throw");
+    } catch (const RuntimeError& e) {
+      check_message(e.what(),
+                    HasSubstr("rank 0: broadcast of 16 bytes from rank 1; rank 1: all_reduce "
+                              "f32 x 4 max"),
+                    "mismatch");
+    }
+    finish(*pg);
+  }));
+}
+
 TEST(ShmAllReduce, MismatchedCallsFailOnEveryRankAndTheGroupRecovers) {
   expect_all_passed(run_ranks(2, [](int rank, int port) {
     auto pg = make_group(rank, 2, port);
@@ -324,8 +374,8 @@ TEST(ShmAllReduce, MismatchedCallsFailOnEveryRankAndTheGroupRecovers) {
       check(false, "all_reduces of different sizes did not throw");
     } catch (const RuntimeError& e) {
       check_message(e.what(),
-                    HasSubstr("the ranks called different all_reduces: rank 0: f32 x 10 sum; "
-                              "rank 1: f32 x 20 sum"),
+                    HasSubstr("the ranks called different collectives: rank 0: all_reduce f32 x "
+                              "10 sum; rank 1: all_reduce f32 x 20 sum"),
                     "mismatch");
     }
     Tensor t = full({3}, rank + 1.0, DType::f32);
