@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "dist/gloo_store.h"
+#include "dist/reduce_op.h"
 #include "dist/shm_all_reduce.h"
 #include "tensor/error.h"
 
@@ -30,16 +31,6 @@ namespace loom::dist {
 namespace {
 
 using ReduceFn = void (*)(void*, const void*, const void*, size_t);
-
-const char* op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::sum: return "sum";
-    case ReduceOp::avg: return "avg";
-    case ReduceOp::max: return "max";
-    case ReduceOp::min: return "min";
-  }
-  return "?";
-}
 
 std::string describe(const char* op, const Tensor& t, const std::string& arg) {
   std::ostringstream s;
@@ -75,21 +66,6 @@ ReduceFn reduce_fn(ReduceOp op) {
   }
 }
 
-// Divides the summed values by n; integers floor (toward negative infinity).
-template <class T>
-void divide_by(T* data, int64_t numel, int64_t n) {
-  if constexpr (std::is_floating_point_v<T>) {
-    const T inv = T(1) / T(n);
-    for (int64_t i = 0; i < numel; ++i) data[i] *= inv;
-  } else {
-    const T d = T(n);
-    for (int64_t i = 0; i < numel; ++i) {
-      T q = data[i] / d;
-      if ((data[i] % d != 0) && ((data[i] < 0) != (d < 0))) --q;
-      data[i] = q;
-    }
-  }
-}
 
 template <class T>
 void gloo_all_reduce(const std::shared_ptr<gloo::Context>& ctx, T* data, int64_t numel,
@@ -421,7 +397,7 @@ std::shared_ptr<Work> GlooProcessGroup::all_reduce_async(const Tensor& t, Reduce
                    "max or min");
   void* data = t.raw_data_ptr();  // materialise on the caller's thread
   t.storage()->bump_version();
-  return enqueue(describe("all_reduce", t, op_name(op)), [this, t, data, op](uint32_t tag) {
+  return enqueue(describe("all_reduce", t, reduce_op_name(op)), [this, t, data, op](uint32_t tag) {
     run_all_reduce(data, t.numel(), t.dtype(), op, tag);
   });
 }
@@ -435,7 +411,7 @@ std::shared_ptr<Work> GlooProcessGroup::all_reduce_coalesced_async(
   for (const Tensor& p : parts) segments.push_back({p.raw_data_ptr(), p.numel()});
   void* out = output.raw_data_ptr();
   output.storage()->bump_version();
-  return enqueue(describe("all_reduce", output, op_name(op)),
+  return enqueue(describe("all_reduce", output, reduce_op_name(op)),
                  [this, output, parts, segments, out, op](uint32_t) {
                    shm_->run(segments.data(), segments.size(), out, output.numel(),
                              output.dtype(), op);
@@ -494,7 +470,7 @@ std::shared_ptr<Work> GlooProcessGroup::reduce_scatter_async(const Tensor& out,
   void* dst = out.raw_data_ptr();
   out.storage()->bump_version();
   return enqueue(
-      describe("reduce_scatter", input, op_name(op)),
+      describe("reduce_scatter", input, reduce_op_name(op)),
       [this, input, out, in, dst, op](uint32_t tag) {
         // All-reduce a copy of the whole input (the input is not ours to overwrite), keep our
         // block: size() times the bytes of a ring reduce-scatter, see the header.

@@ -1,10 +1,25 @@
-// ProcessGroup's blocking forms that allocate their output, and the default coalesced
-// all_reduce; see process_group.h.
+// ProcessGroup's blocking forms that allocate their output, the default coalesced
+// all_reduce, and ReduceOp's name (reduce_op.h); see process_group.h.
 #include "dist/process_group.h"
 
+#include "dist/reduce_op.h"
 #include "tensor/native.h"
 
 namespace loom::dist {
+
+const char* reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum:
+      return "sum";
+    case ReduceOp::avg:
+      return "avg";
+    case ReduceOp::max:
+      return "max";
+    case ReduceOp::min:
+      return "min";
+  }
+  return "?";
+}
 
 void ProcessGroup::check_coalesced(const Tensor& output, const std::vector<Tensor>& parts) {
   const char* op = "all_reduce_coalesced";

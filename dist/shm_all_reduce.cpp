@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "dist/reduce_op.h"
 #include "tensor/error.h"
 
 namespace loom::dist {
@@ -38,20 +39,6 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free,
               "cross-process atomics must be lock-free (no hidden process-local lock)");
 
 size_t round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
-
-const char* op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::sum:
-      return "sum";
-    case ReduceOp::avg:
-      return "avg";
-    case ReduceOp::max:
-      return "max";
-    case ReduceOp::min:
-      return "min";
-  }
-  return "?";
-}
 
 std::string ranks_str(const std::vector<int>& ranks) {
   std::string s = ranks.size() == 1 ? "rank " : "ranks ";
@@ -126,22 +113,6 @@ void reduce_into(T* __restrict out, const T* const* srcs, int n_src, int64_t n, 
   }
 }
 
-// avg after the sum, exactly as GlooProcessGroup's divide_by: floats multiply by 1/n,
-// integers floor toward negative infinity.
-template <class T>
-void divide_by(T* data, int64_t numel, int64_t n) {
-  if constexpr (std::is_floating_point_v<T>) {
-    const T inv = T(1) / T(n);
-    for (int64_t i = 0; i < numel; ++i) data[i] *= inv;
-  } else {
-    const T d = T(n);
-    for (int64_t i = 0; i < numel; ++i) {
-      T q = data[i] / d;
-      if ((data[i] % d != 0) && (data[i] < 0)) --q;
-      data[i] = q;
-    }
-  }
-}
 
 }  // namespace
 
@@ -373,7 +344,7 @@ void ShmAllReduce::run(void* data, int64_t numel, DType dtype, ReduceOp op) {
 
 void ShmAllReduce::run(const Segment* parts, size_t n_parts, void* out, int64_t numel,
                        DType dtype, ReduceOp op) {
-  LOOM_CHECK(supports(dtype, op), "ShmAllReduce::run: ", dtype_name(dtype), " ", op_name(op),
+  LOOM_CHECK(supports(dtype, op), "ShmAllReduce::run: ", dtype_name(dtype), " ", reduce_op_name(op),
              " is not supported; check supports() first");
   if (numel == 0) return;
   switch (dtype) {
@@ -510,7 +481,7 @@ void ShmAllReduce::check_same_call() const {
       msg << "broadcast of " << c.numel << " bytes from rank " << (c.op - kBroadcastOpBase);
     else
       msg << "all_reduce " << dtype_name(DType(c.dtype)) << " x " << c.numel << " "
-          << op_name(ReduceOp(c.op));
+          << reduce_op_name(ReduceOp(c.op));
   }
   msg << ". Every rank must issue the same collectives with the same sizes, dtypes and ops";
   throw RuntimeError(msg.str());

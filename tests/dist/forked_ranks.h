@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include "dist/gloo_process_group.h"
+#include "dist/init.h"
 #include "dist/socket.h"
 #include "tensor/tensor.h"
 
@@ -107,6 +109,29 @@ inline std::vector<std::string> run_ranks(int world, const std::function<void(in
 
 inline void expect_all_passed(const std::vector<std::string>& errors) {
   for (size_t r = 0; r < errors.size(); ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
+}
+
+// A loopback group through init_process_group, as the multi-rank tests build it; the
+// options the tests vary are parameters, the rest is fixed.
+inline std::shared_ptr<GlooProcessGroup> make_loopback_group(
+    int rank, int world, int port, std::chrono::milliseconds timeout,
+    std::optional<bool> debug = false, std::optional<bool> shared_memory = std::nullopt) {
+  ProcessGroupOptions o;
+  o.rank = rank;
+  o.world_size = world;
+  o.master_addr = "127.0.0.1";
+  o.master_port = port;
+  o.timeout = timeout;
+  o.debug = debug;
+  o.shared_memory = shared_memory;
+  auto pg = std::dynamic_pointer_cast<GlooProcessGroup>(init_process_group(o));
+  check(pg != nullptr, "init_process_group did not return a GlooProcessGroup");
+  return pg;
+}
+
+// Every rank leaves together so rank 0's store outlives the others' last store call.
+inline void finish(ProcessGroup& pg) {
+  store_barrier(*store_of(pg), "test/finish", pg.size(), std::chrono::seconds(10));
 }
 
 }  // namespace loom::dist

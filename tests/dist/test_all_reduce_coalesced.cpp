@@ -26,20 +26,8 @@ using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 
 std::shared_ptr<GlooProcessGroup> make_group(int rank, int world, int port, bool shared_memory) {
-  ProcessGroupOptions o;
-  o.rank = rank;
-  o.world_size = world;
-  o.master_addr = "127.0.0.1";
-  o.master_port = port;
-  o.timeout = 5s;
-  o.debug = false;
-  o.shared_memory = shared_memory;
-  auto pg = std::dynamic_pointer_cast<GlooProcessGroup>(init_process_group(o));
-  check(pg != nullptr, "init_process_group did not return a GlooProcessGroup");
-  return pg;
+  return make_loopback_group(rank, world, port, 5s, /*debug=*/false, shared_memory);
 }
-
-void finish(ProcessGroup& pg) { store_barrier(*store_of(pg), "test/finish", pg.size(), 10s); }
 
 double value(int rank, int64_t i) { return double(i % 13 - 6) * (rank + 1); }
 

@@ -34,18 +34,8 @@ using ::testing::HasSubstr;
 std::shared_ptr<ProcessGroup> make_group(int rank, int world, int port,
                                          std::chrono::milliseconds timeout = 5s,
                                          std::optional<bool> debug = false) {
-  ProcessGroupOptions o;
-  o.rank = rank;
-  o.world_size = world;
-  o.master_addr = "127.0.0.1";
-  o.master_port = port;
-  o.timeout = timeout;
-  o.debug = debug;
-  return init_process_group(o);
+  return make_loopback_group(rank, world, port, timeout, debug);
 }
-
-// Every rank leaves together so rank 0's store outlives the others' last store call.
-void finish(ProcessGroup& pg) { store_barrier(*store_of(pg), "test/finish", pg.size(), 10s); }
 
 TEST(ForkedRanks, HarnessReportsFailuresAndKillsHungRanks) {
   auto errors = run_ranks(

@@ -22,6 +22,7 @@
 #include "dist/forked_ranks.h"
 #include "dist/gloo_process_group.h"
 #include "dist/init.h"
+#include "dist/reduce_op.h"
 #include "dist/shm_all_reduce.h"
 #include "dist/tcp_store.h"
 #include "tensor/factories.h"
@@ -35,21 +36,8 @@ using ::testing::HasSubstr;
 std::shared_ptr<GlooProcessGroup> make_group(int rank, int world, int port,
                                              std::chrono::milliseconds timeout = 5s,
                                              std::optional<bool> shared_memory = std::nullopt) {
-  ProcessGroupOptions o;
-  o.rank = rank;
-  o.world_size = world;
-  o.master_addr = "127.0.0.1";
-  o.master_port = port;
-  o.timeout = timeout;
-  o.debug = false;
-  o.shared_memory = shared_memory;
-  auto pg = std::dynamic_pointer_cast<GlooProcessGroup>(init_process_group(o));
-  check(pg != nullptr, "init_process_group did not return a GlooProcessGroup");
-  return pg;
+  return make_loopback_group(rank, world, port, timeout, /*debug=*/false, shared_memory);
 }
-
-// Every rank leaves together so rank 0's store outlives the others' last store call.
-void finish(ProcessGroup& pg) { store_barrier(*store_of(pg), "test/finish", pg.size(), 10s); }
 
 // Checks a message with a gmock matcher inside a child (no gtest state there).
 void check_message(const std::string& msg, const ::testing::Matcher<const std::string&>& m,
@@ -93,19 +81,6 @@ T expected(int world, ReduceOp op, int64_t i) {
     return T(std::floor(sum / world));
 }
 
-const char* op_str(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::sum:
-      return "sum";
-    case ReduceOp::avg:
-      return "avg";
-    case ReduceOp::max:
-      return "max";
-    case ReduceOp::min:
-      return "min";
-  }
-  return "?";
-}
 
 template <class T>
 void check_exact(ProcessGroup& pg, int rank, int world, ReduceOp op, int64_t n) {
@@ -114,7 +89,7 @@ void check_exact(ProcessGroup& pg, int rank, int world, ReduceOp op, int64_t n) 
   const T* p = t.data_ptr<T>();
   for (int64_t i = 0; i < n; ++i) {
     if (p[i] == expected<T>(world, op, i)) continue;
-    check(false, std::string(dtype_name(dtype_of<T>())) + " " + op_str(op) + " of " +
+    check(false, std::string(dtype_name(dtype_of<T>())) + " " + reduce_op_name(op) + " of " +
                      std::to_string(n) + " elements: element " + std::to_string(i) + " is " +
                      std::to_string(double(p[i])) + ", expected " +
                      std::to_string(double(expected<T>(world, op, i))));
@@ -181,7 +156,7 @@ TEST(ShmAllReduce, BitIdenticalToGlooWithTwoRanks) {
           shm->all_reduce(a, op);
           tcp.all_reduce(b, op);
           check(std::memcmp(a.data_ptr<float>(), b.data_ptr<float>(), size_t(n) * 4) == 0,
-                std::string("shm and Gloo differ for ") + op_str(op));
+                std::string("shm and Gloo differ for ") + reduce_op_name(op));
         }
         finish(*shm);
       },
