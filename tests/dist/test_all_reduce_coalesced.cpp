@@ -32,14 +32,15 @@ std::shared_ptr<GlooProcessGroup> make_group(int rank, int world, int port, bool
 double value(int rank, int64_t i) { return double(i % 13 - 6) * (rank + 1); }
 
 // Parts of these sizes, the odd-numbered ones being the output's own slices (as DDP's
-// gradients that already are bucket views); the total crosses several shared-memory chunks.
-std::vector<int64_t> part_sizes() {
-  const int64_t chunk = int64_t(ShmAllReduce::kSlotBytes / sizeof(float));
-  return {5, chunk - 3, 0, 1, chunk + 7, 64, 11};
-}
+// gradients that already are bucket views). With chunk = the shared-memory slot's f32
+// elements, parts straddle the chunk boundaries; Gloo has no chunks and gets small parts.
+std::vector<int64_t> part_sizes(int64_t chunk) { return {5, chunk - 3, 0, 1, 9, 64, 11}; }
 
-void reduce_mixed_parts(int rank, int world, ProcessGroup& pg, DType dtype, dist::ReduceOp op) {
-  std::vector<int64_t> sizes = part_sizes();
+constexpr int64_t kShmChunk = int64_t(ShmAllReduce::kSlotBytes / sizeof(float));
+
+void reduce_mixed_parts(int rank, int world, ProcessGroup& pg, DType dtype, dist::ReduceOp op,
+                        int64_t chunk = kShmChunk) {
+  std::vector<int64_t> sizes = part_sizes(chunk);
   int64_t total = 0;
   for (int64_t n : sizes) total += n;
   Tensor out = zeros({total}, dtype);
@@ -85,8 +86,8 @@ TEST(AllReduceCoalesced, MixedPartsOverGlooTwoRanks) {
   expect_all_passed(run_ranks(2, [](int rank, int port) {
     auto pg = make_group(rank, 2, port, /*shared_memory=*/false);
     check(!pg->shared_memory(), "Gloo path");
-    reduce_mixed_parts(rank, 2, *pg, DType::f32, ReduceOp::avg);
-    reduce_mixed_parts(rank, 2, *pg, DType::bf16, ReduceOp::sum);
+    reduce_mixed_parts(rank, 2, *pg, DType::f32, ReduceOp::avg, /*chunk=*/1000);
+    reduce_mixed_parts(rank, 2, *pg, DType::bf16, ReduceOp::sum, /*chunk=*/1000);
     finish(*pg);
   }));
 }
