@@ -553,7 +553,7 @@ void ShmAllReduce::check_missing_alive() const {
 void ShmAllReduce::fail_waiting(const std::vector<int>& ranks, const std::string& why) const {
   const std::string who = ranks_str(ranks);
   throw RuntimeError(detail::concat(
-      "shared-memory all_reduce (", size_, " ranks on this host): ", who, " ", why, " (barrier #",
+      "shared-memory collective (", size_, " ranks on this host): ", who, " ", why, " (barrier #",
       barriers_, " of this group, timeout ", timeout_.count(), " ms). Check the output of ", who,
       ": it may have died, be stuck before this collective, or have called another one"));
 }

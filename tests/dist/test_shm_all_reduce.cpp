@@ -280,7 +280,7 @@ TEST(ShmAllReduce, MissingRankIsNamedWithinTheTimeout) {
         const std::string msg = e.what();
         check_message(msg, HasSubstr("collective #1 all_reduce(f32, [100], sum) failed"), "op");
         check_message(msg,
-                      HasSubstr("shared-memory all_reduce (3 ranks on this host): rank 2 "
+                      HasSubstr("shared-memory collective (3 ranks on this host): rank 2 "
                                 "did not arrive within 1000 ms"),
                       "who");
         check_message(msg, HasSubstr("Check the output of rank 2"), "hint");
