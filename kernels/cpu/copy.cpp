@@ -9,7 +9,7 @@
 namespace loom::kernels::cpu {
 namespace {
 
-constexpr int64_t kGrain = 1 << 15;  // elements per parallel chunk; below this, one thread
+constexpr int64_t kGrain = kMemoryBoundGrain;  // see kernels/cpu/parallel.h
 
 template <class To, class From>
 void convert_run(const From* src, To* dst, int64_t n) {

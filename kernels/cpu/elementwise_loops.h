@@ -26,7 +26,7 @@
 namespace loom::kernels::cpu::ew {
 
 inline constexpr int64_t kBlock = 1024;     // elements per conversion/gather block
-inline constexpr int64_t kGrain = 1 << 15;  // elements per parallel chunk; below, one thread
+inline constexpr int64_t kGrain = kMemoryBoundGrain;  // see kernels/cpu/parallel.h
 inline constexpr int kMaxDims = 16;         // for_each_strided's limit
 
 template <class T>

@@ -25,7 +25,7 @@
 namespace loom::kernels::cpu {
 namespace {
 
-constexpr int64_t kGrain = 1 << 15;     // input elements per parallel task, at least
+constexpr int64_t kGrain = kMemoryBoundGrain;  // input elements per task; parallel.h
 constexpr int64_t kChunk = 1 << 16;     // a longer row is reduced in chunks of this many
 constexpr int64_t kCol = 512;           // outputs accumulated on the stack when I > 1
 constexpr int64_t kRowBlock = 64;       // rows per partial block when I > 1
@@ -69,7 +69,7 @@ void reduce_wide_rows(int64_t O, int64_t R, int64_t I, Acc identity, const Col& 
   int64_t rows = std::max(kRowBlock, (R + kMaxRowChunks - 1) / kMaxRowChunks);
   int64_t chunks = std::max<int64_t>(1, (R + rows - 1) / rows);
   std::unique_ptr<Acc[]> part(new Acc[size_t(O * chunks * I)]);  // (O, chunks, I), all written
-  parallel_for(0, O * chunks, 1, [&](int64_t b, int64_t e) {
+  parallel_for(0, O * chunks, std::max<int64_t>(1, kGrain / (rows * I)), [&](int64_t b, int64_t e) {
     std::unique_ptr<Acc[]> block(new Acc[size_t(I)]);
     for (int64_t k = b; k < e; ++k) {
       int64_t o = k / chunks, r0 = (k % chunks) * rows, r1 = std::min(R, r0 + rows);
@@ -119,7 +119,7 @@ void reduce_ori(int64_t O, int64_t R, int64_t I, Acc identity, const Row& row, c
       return;
     }
     std::unique_ptr<Acc[]> part(new Acc[size_t(O * chunks)]);  // not vector: Acc may be bool
-    parallel_for(0, O * chunks, 1, [&](int64_t b, int64_t e) {
+    parallel_for(0, O * chunks, std::max<int64_t>(1, kGrain / kChunk), [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
         int64_t m = k / chunks, r0 = (k % chunks) * kChunk;
         part[size_t(k)] = row(m, r0, std::min(kChunk, R - r0));
