@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dist/forked_ranks.h"
+#include "dist/shm_probe.h"
 #include "dist/gloo_process_group.h"
 #include "dist/init.h"
 #include "dist/shm_all_reduce.h"
@@ -79,8 +80,14 @@ void mixed_parts_over_shared_memory(int world) {
       60s));
 }
 
-TEST(AllReduceCoalesced, MixedPartsOverSharedMemoryTwoRanks) { mixed_parts_over_shared_memory(2); }
-TEST(AllReduceCoalesced, MixedPartsOverSharedMemoryThreeRanks) { mixed_parts_over_shared_memory(3); }
+TEST(AllReduceCoalesced, MixedPartsOverSharedMemoryTwoRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
+  mixed_parts_over_shared_memory(2);
+}
+TEST(AllReduceCoalesced, MixedPartsOverSharedMemoryThreeRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
+  mixed_parts_over_shared_memory(3);
+}
 
 TEST(AllReduceCoalesced, MixedPartsOverGlooTwoRanks) {
   expect_all_passed(run_ranks(2, [](int rank, int port) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "dist/forked_ranks.h"
+#include "dist/shm_probe.h"
 #include "dist/gloo_process_group.h"
 #include "dist/init.h"
 #include "dist/reduce_op.h"
@@ -121,9 +122,11 @@ void exact_values_every_dtype_op_and_size(int world) {
 }
 
 TEST(ShmAllReduce, ExactValuesEveryDtypeOpAndSizeTwoRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
   exact_values_every_dtype_op_and_size(2);
 }
 TEST(ShmAllReduce, ExactValuesEveryDtypeOpAndSizeThreeRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
   exact_values_every_dtype_op_and_size(3);
 }
 
@@ -140,6 +143,7 @@ Tensor fraction_tensor(int rank, int64_t n) {
 // With two ranks every element is one addition, commutative in IEEE arithmetic: both paths
 // must agree bit for bit (with three, Gloo's ring adds in another order).
 TEST(ShmAllReduce, BitIdenticalToGlooWithTwoRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(
       2,
       [](int rank, int port) {
@@ -165,6 +169,7 @@ TEST(ShmAllReduce, BitIdenticalToGlooWithTwoRanks) {
 
 // Whoever owns an element's part, it is folded in rank order: ((x0 + x1) + x2).
 TEST(ShmAllReduce, SumsInRankOrderWithThreeRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(
       3,
       [](int rank, int port) {
@@ -184,6 +189,7 @@ TEST(ShmAllReduce, SumsInRankOrderWithThreeRanks) {
 }
 
 TEST(ShmAllReduce, OnByDefaultOffByOptionOrEnvironment) {
+  LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(2, [](int rank, int port) {
     auto on = make_group(rank, 2, port);
     check(on->shared_memory(), "default: on");
@@ -213,6 +219,7 @@ TEST(ShmAllReduce, OnByDefaultOffByOptionOrEnvironment) {
 }
 
 TEST(ShmAllReduce, OneRankGroupHasNoFastPath) {
+  LOOM_SKIP_WITHOUT_SHM();
   ProcessGroupOptions o;
   o.master_port = 0;
   o.timeout = 5s;
@@ -222,6 +229,7 @@ TEST(ShmAllReduce, OneRankGroupHasNoFastPath) {
 }
 
 TEST(ShmAllReduce, TryCreateReportsWhyNot) {
+  LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(2, [](int rank, int port) {
     TCPStore store("127.0.0.1", port, 2, rank == 0, 5s, true);
     std::string why;
@@ -237,6 +245,7 @@ TEST(ShmAllReduce, TryCreateReportsWhyNot) {
 }
 
 TEST(ShmAllReduce, HalfPrecisionIsWidenedAndReduced) {
+  LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(2, [](int rank, int port) {
     auto pg = make_group(rank, 2, port);
     for (DType dt : {DType::f16, DType::bf16}) {
@@ -256,6 +265,7 @@ TEST(ShmAllReduce, HalfPrecisionIsWidenedAndReduced) {
 }
 
 TEST(ShmAllReduce, ReduceScatterGoesThroughTheFastPath) {
+  LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(3, [](int rank, int port) {
     auto pg = make_group(rank, 3, port);
     check(pg->shared_memory(), "shm on");
@@ -269,6 +279,7 @@ TEST(ShmAllReduce, ReduceScatterGoesThroughTheFastPath) {
 }
 
 TEST(ShmAllReduce, MissingRankIsNamedWithinTheTimeout) {
+  LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(3, [](int rank, int port) {
     auto pg = make_group(rank, 3, port, 1s);
     if (rank != 2) {  // rank 2 stays alive but never calls the all_reduce
@@ -317,10 +328,17 @@ void broadcast_every_root(int world) {
       60s));
 }
 
-TEST(ShmAllReduce, BroadcastFromEveryRootTwoRanks) { broadcast_every_root(2); }
-TEST(ShmAllReduce, BroadcastFromEveryRootThreeRanks) { broadcast_every_root(3); }
+TEST(ShmAllReduce, BroadcastFromEveryRootTwoRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
+  broadcast_every_root(2);
+}
+TEST(ShmAllReduce, BroadcastFromEveryRootThreeRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
+  broadcast_every_root(3);
+}
 
 TEST(ShmAllReduce, BroadcastAgainstAllReduceFailsOnEveryRankNamingBoth) {
+  LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(2, [](int rank, int port) {
     auto pg = make_group(rank, 2, port);
     try {
@@ -341,6 +359,7 @@ TEST(ShmAllReduce, BroadcastAgainstAllReduceFailsOnEveryRankNamingBoth) {
 }
 
 TEST(ShmAllReduce, MismatchedCallsFailOnEveryRankAndTheGroupRecovers) {
+  LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(2, [](int rank, int port) {
     auto pg = make_group(rank, 2, port);
     try {
@@ -374,6 +393,7 @@ std::vector<std::string> segments_of(pid_t pid) {
 }
 
 TEST(ShmAllReduce, NothingIsLeftInDevShm) {
+  LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(2, [](int rank, int port) {
     check(segments_of(getpid()).empty(), "no segment before the group");
     {
@@ -391,6 +411,7 @@ TEST(ShmAllReduce, NothingIsLeftInDevShm) {
 }
 
 TEST(ShmAllReduce, KilledRankIsDetectedAndLeavesNothing) {
+  LOOM_SKIP_WITHOUT_SHM();
   auto errors = run_ranks(2, [](int rank, int port) {
     auto pg = make_group(rank, 2, port, 5s);
     auto store = store_of(*pg);
