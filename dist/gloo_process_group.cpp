@@ -121,20 +121,21 @@ GlooOptions make_options(std::chrono::milliseconds timeout) {
 
 }  // namespace
 
-bool debug_collectives_from_env() {
-  const char* v = std::getenv("LOOM_DEBUG_COLLECTIVES");
-  if (v == nullptr) return false;
-  std::string s(v);
-  return !(s.empty() || s == "0" || s == "false" || s == "FALSE" || s == "False");
-}
-
-bool shared_memory_from_env() {
-  const char* v = std::getenv("LOOM_SHM");
-  if (v == nullptr) return true;
+namespace {
+// An on/off environment switch: unset or empty gives `fallback`; "0" and "false" (any case)
+// turn it off, any other value on.
+bool env_flag(const char* name, bool fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
   std::string s(v);
   for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
   return !(s == "0" || s == "false");
 }
+}  // namespace
+
+bool debug_collectives_from_env() { return env_flag("LOOM_DEBUG_COLLECTIVES", false); }
+
+bool shared_memory_from_env() { return env_flag("LOOM_SHM", true); }
 
 // A one-shot completion flag with the operation's error.
 class GlooProcessGroup::GlooWork : public Work {

@@ -78,7 +78,7 @@ struct GlooOptions {
   std::optional<bool> shared_memory;
 };
 
-// True when LOOM_DEBUG_COLLECTIVES is set to a value other than "", "0" or "false".
+// True when LOOM_DEBUG_COLLECTIVES is set to a value other than "", "0" or "false" (any case).
 bool debug_collectives_from_env();
 // False when LOOM_SHM is "0" or "false" (any case); true otherwise, unset included.
 bool shared_memory_from_env();

@@ -364,12 +364,7 @@ void ShmAllReduce::run(const Segment* parts, size_t n_parts, void* out, int64_t 
 template <class T>
 void ShmAllReduce::run_typed(const Segment* parts, size_t n_parts, T* data, int64_t numel,
                              ReduceOp op) {
-  const int parity = int(calls_ & 1);
-  ++calls_;
-  PeerState::Call& mine = peer(rank_).call[parity];
-  mine.numel = numel;
-  mine.dtype = uint8_t(dtype_of<T>());
-  mine.op = uint32_t(op);
+  begin_call(numel, dtype_of<T>(), uint32_t(op));
 
   constexpr int64_t kChunk = int64_t(kSlotBytes / sizeof(T));
   // Parts start on cache-line boundaries: ranks writing neighbouring parts of the outputs
@@ -440,12 +435,7 @@ void ShmAllReduce::run_typed(const Segment* parts, size_t n_parts, T* data, int6
 void ShmAllReduce::broadcast(void* data, int64_t nbytes, int root) {
   LOOM_CHECK(root >= 0 && root < size_, "ShmAllReduce::broadcast: root ", root, " out of range");
   if (nbytes == 0) return;
-  const int parity = int(calls_ & 1);
-  ++calls_;
-  PeerState::Call& mine = peer(rank_).call[parity];
-  mine.numel = nbytes;
-  mine.dtype = uint8_t(DType::u8);
-  mine.op = uint32_t(kBroadcastOpBase + root);
+  begin_call(nbytes, DType::u8, uint32_t(kBroadcastOpBase + root));
   // One barrier per chunk: root fills its slot of set k, everyone else copies it out. Root
   // writes set k again two chunks later, after the next chunk's barrier, which the others
   // reach only once done reading (the same argument as all_reduce's two slot sets).
@@ -459,6 +449,14 @@ void ShmAllReduce::broadcast(void* data, int64_t nbytes, int root) {
     if (rank_ != root) std::memcpy(bytes + off, slot(set, root), n);
     ++chunks_;
   }
+}
+
+void ShmAllReduce::begin_call(int64_t numel, DType dtype, uint32_t op) {
+  PeerState::Call& mine = peer(rank_).call[calls_ & 1];
+  ++calls_;
+  mine.numel = numel;
+  mine.dtype = uint8_t(dtype);
+  mine.op = op;
 }
 
 void ShmAllReduce::check_same_call() const {

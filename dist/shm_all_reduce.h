@@ -140,6 +140,9 @@ class ShmAllReduce {
   unsigned char* slot(int set, int r) const;
   template <class T>
   void run_typed(const Segment* parts, size_t n_parts, T* data, int64_t numel, ReduceOp op);
+  // Publishes this rank's next call (its parity's PeerState::Call) for check_same_call; op
+  // is a ReduceOp or kBroadcastOpBase + root.
+  void begin_call(int64_t numel, DType dtype, uint32_t op);
   // Throws when the ranks' current calls differ (after the first barrier of a call).
   void check_same_call() const;
   // Note [Shm barrier].
