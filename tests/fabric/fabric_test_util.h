@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -23,6 +24,8 @@ namespace loom::fabric_test {
 
 namespace fs = std::filesystem;
 
+// A fresh folder under the system's temp dir, removed with everything in it (permissions
+// restored first, for the tests that make it unwritable).
 class TempDir {
  public:
   TempDir() {
@@ -32,12 +35,22 @@ class TempDir {
   }
   ~TempDir() {
     std::error_code ec;
+    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
     fs::remove_all(path_, ec);
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   std::string str() const { return path_.string(); }
-  std::string operator/(const std::string& rel) const { return (path_ / rel).string(); }
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& rel) const { return path_ / rel; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  // Everything in the folder, sorted; a leftover temp file shows up here.
+  std::vector<std::string> listing() const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(path_)) out.push_back(e.path().filename());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
 
  private:
   fs::path path_;

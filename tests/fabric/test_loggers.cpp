@@ -19,6 +19,7 @@
 #include "fabric/loggers/csv_logger.h"
 #include "fabric/loggers/event_file.h"
 #include "fabric/loggers/tensorboard_logger.h"
+#include "fabric_test_util.h"
 #include "tensor/error.h"
 
 namespace loom {
@@ -28,28 +29,8 @@ namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "loom_log_XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  fs::path operator/(const std::string& rel) const { return path_ / rel; }
-
- private:
-  fs::path path_;
-};
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using fabric_test::TempDir;
+const auto read_bytes = fabric_test::read_text;  // the whole file, bytes as they are
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
