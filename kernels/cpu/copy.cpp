@@ -1,5 +1,8 @@
 #include "kernels/cpu/copy.h"
 
+#include <immintrin.h>
+
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -14,6 +17,101 @@ constexpr int64_t kGrain = kMemoryBoundGrain;  // see kernels/cpu/parallel.h
 template <class To, class From>
 void convert_run(const From* src, To* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = elem_cast<To>(src[i]);
+}
+
+// Square tiles of a transposing copy. 16 x 16: with rows 1 KiB or 4 KiB apart, a source
+// tile's 16 lines fall into 4 sets of the 8-way L1 and stay there; 32 rows thrash it (2x
+// slower).
+constexpr int64_t kTile = 16;
+constexpr int64_t kBlock = 128;
+
+// The 8 x 8 block of 4-byte elements at src (rows src_ld elements apart) written transposed
+// to dst (rows dst_ld apart): eight loads, three shuffle stages, eight stores.
+inline void transpose_8x8_4byte(const char* src, int64_t src_ld, char* dst, int64_t dst_ld) {
+  const float* s = reinterpret_cast<const float*>(src);
+  float* d = reinterpret_cast<float*>(dst);
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * src_ld);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(d + i * dst_ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(d + (i + 4) * dst_ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
+// dst[i] = src[i] over one plane of dims `a` (dst's innermost, contiguous in dst) and `b`
+// (contiguous in src), rows [b_begin, b_end) of b, walked in kTile x kTile tiles so that
+// every cache line of either side is used whole while it is in L1. A plain row-by-row walk
+// reads each source line 16 times from L2: 1 MiB transposed took 0.36 ms that way.
+template <class To, class From>
+void copy_block_tiled(char* dst, const char* src, const int64_t* dst_st, const int64_t* src_st,
+                      int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  constexpr bool kVector = std::is_same_v<To, From> && sizeof(To) == 4;
+  for (int64_t jb = j0; jb < j1; jb += kTile) {
+    const int64_t je = std::min(jb + kTile, j1);
+    for (int64_t ib = i0; ib < i1; ib += kTile) {
+      const int64_t ie = std::min(ib + kTile, i1);
+      if constexpr (kVector) {
+        if (je - jb == kTile && ie - ib == kTile && src_st[0] % 4 == 0 && dst_st[1] % 4 == 0) {
+          for (int64_t j = jb; j < je; j += 8)
+            for (int64_t i = ib; i < ie; i += 8)
+              transpose_8x8_4byte(src + i * src_st[0] + j * src_st[1], src_st[0] / 4,
+                                  dst + j * dst_st[1] + i * dst_st[0], dst_st[1] / 4);
+          continue;
+        }
+      }
+      for (int64_t j = jb; j < je; ++j) {
+        To* out = reinterpret_cast<To*>(dst + j * dst_st[1]) + ib;
+        const char* in = src + j * src_st[1] + ib * src_st[0];
+        for (int64_t i = ib; i < ie; ++i, in += src_st[0])
+          *out++ = elem_cast<To>(*reinterpret_cast<const From*>(in));
+      }
+    }
+  }
+}
+
+// dst[i] = src[i] over one plane of dims `a` (dst's innermost, contiguous in dst) and `b`
+// (contiguous in src), rows [b_begin, b_end) of b. kTile x kTile tiles use every cache line
+// of either side whole while it is in L1 (a plain row-by-row walk read each source line 16
+// times: 1 MiB transposed took 0.36 ms, now 0.12); kBlock x kBlock blocks of tiles keep the
+// pages touched at once (kBlock rows of each side) within the TLB for large planes.
+template <class To, class From>
+void copy_plane_tiled(char* dst, const char* src, int64_t rows_a, const int64_t* dst_st,
+                      const int64_t* src_st, int64_t b_begin, int64_t b_end) {
+  for (int64_t jo = b_begin; jo < b_end; jo += kBlock)
+    for (int64_t io = 0; io < rows_a; io += kBlock)
+      copy_block_tiled<To, From>(dst, src, dst_st, src_st, io, std::min(io + kBlock, rows_a), jo,
+                                 std::min(jo + kBlock, b_end));
+}
+
+// A copy whose source is contiguous along another dim than its destination (a transpose,
+// a permute) in tiles; false when the layouts do not have that form.
+template <class To, class From>
+bool copy_transposed(const CollapsedDims<2>& c, char* const* base) {
+  constexpr int64_t dsize = sizeof(To), ssize = sizeof(From);
+  if (c.ndim < 2 || c.st[0][0] != dsize || c.st[1][0] == ssize || c.sz[0] < kTile) return false;
+  int b = -1;
+  for (int d = 1; d < c.ndim; ++d)
+    if (c.st[1][d] == ssize && c.sz[d] >= kTile) b = d;
+  if (b < 0) return false;
+  const int64_t dst_st[2] = {dsize, c.st[0][b]}, src_st[2] = {c.st[1][0], c.st[1][b]};
+  const int64_t rows_a = c.sz[0], rows_b = c.sz[b];
+  const int64_t grain = std::max<int64_t>(1, kMemoryBoundGrain / rows_a);  // rows of b
+  for_each_outer<2>(c, base, 1, b, -1, [&](char** p) {
+    parallel_for(0, rows_b, grain, [&](int64_t begin, int64_t end) {
+      copy_plane_tiled<To, From>(p[0], p[1], rows_a, dst_st, src_st, begin, end);
+    });
+  });
+  return true;
 }
 
 }  // namespace
@@ -49,6 +147,8 @@ void copy_strided(int64_t ndim, const int64_t* sizes, void* dst, DType dst_dtype
     using From = decltype(s);
     visit_dtype(dst_dtype, [&](auto d) {
       using To = decltype(d);
+      const CollapsedDims<2> dims = collapse_dims<2>(ndim, sizes, strides);
+      if (dims.empty || copy_transposed<To, From>(dims, base)) return;
       for_each_strided<2>(ndim, sizes, base, strides, [&](char** p, const int64_t* st, int64_t n) {
         if (st[0] == dsize && st[1] == ssize) {
           if constexpr (std::is_same_v<To, From>)

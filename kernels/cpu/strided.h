@@ -33,61 +33,87 @@ inline To elem_cast(From v) {
   }
 }
 
-// Calls loop(ptrs, inner_strides, n) for every run along the innermost dim. ptrs are byte
-// pointers of the K operands at the run's start; strides are in bytes. Dims of size 1 and
-// dims that can be merged with their inner neighbour (for all operands) are collapsed first,
-// so a contiguous tensor is one run.
-template <int K, class Loop>
-void for_each_strided(int64_t ndim, const int64_t* sizes, char* const* base,
-                      const int64_t* const* strides, Loop&& loop) {
-  constexpr int kMaxDims = 16;
-  int64_t sz[kMaxDims];
-  int64_t st[K][kMaxDims];
+// The dims of K operands of one logical shape with size-1 dims dropped and each dim merged
+// into its inner neighbour where every operand's strides allow it: sz[0] and st[k][0] are
+// the innermost dim. A contiguous tensor becomes one dim; a single element one dim of size 1.
+// empty: some size is 0.
+inline constexpr int kMaxStridedDims = 16;
+
+template <int K>
+struct CollapsedDims {
+  int ndim = 0;
+  bool empty = false;
+  int64_t sz[kMaxStridedDims];
+  int64_t st[K][kMaxStridedDims];
+};
+
+template <int K>
+CollapsedDims<K> collapse_dims(int64_t ndim, const int64_t* sizes, const int64_t* const* strides) {
+  CollapsedDims<K> c;
   for (int64_t i = 0; i < ndim; ++i)
-    if (sizes[i] == 0) return;
-  int d = 0;
-  // Collapse from the innermost dim outwards.
+    if (sizes[i] == 0) c.empty = true;
+  if (c.empty) return c;
+  int& d = c.ndim;
   for (int64_t i = ndim - 1; i >= 0; --i) {
     if (sizes[i] == 1) continue;
     if (d > 0) {
       bool mergeable = true;
       for (int k = 0; k < K; ++k)
-        if (strides[k][i] != st[k][d - 1] * sz[d - 1]) mergeable = false;
+        if (strides[k][i] != c.st[k][d - 1] * c.sz[d - 1]) mergeable = false;
       if (mergeable) {
-        sz[d - 1] *= sizes[i];
+        c.sz[d - 1] *= sizes[i];
         continue;
       }
     }
-    if (d == kMaxDims)
-      throw ValueError(detail::concat("strided copy supports at most ", kMaxDims,
+    if (d == kMaxStridedDims)
+      throw ValueError(detail::concat("strided copy supports at most ", kMaxStridedDims,
                                       " dims that cannot be merged; reshape the tensor first"));
-    sz[d] = sizes[i];
-    for (int k = 0; k < K; ++k) st[k][d] = strides[k][i];
+    c.sz[d] = sizes[i];
+    for (int k = 0; k < K; ++k) c.st[k][d] = strides[k][i];
     ++d;
   }
   if (d == 0) {  // a single element
-    sz[0] = 1;
-    for (int k = 0; k < K; ++k) st[k][0] = 0;
+    c.sz[0] = 1;
+    for (int k = 0; k < K; ++k) c.st[k][0] = 0;
     d = 1;
   }
-  // sz[0] is now the innermost run; iterate the rest with a counter.
-  int64_t inner[K];
-  for (int k = 0; k < K; ++k) inner[k] = st[k][0];
-  int64_t counter[kMaxDims] = {};
+  return c;
+}
+
+// Calls fn(ptrs) at every index of dims [first, c.ndim) of c, skipping dims skip_a and
+// skip_b (pass -1 for none); ptrs are the K operands' byte pointers there.
+template <int K, class Fn>
+void for_each_outer(const CollapsedDims<K>& c, char* const* base, int first, int skip_a,
+                    int skip_b, Fn&& fn) {
+  int64_t counter[kMaxStridedDims] = {};
   char* ptrs[K];
   for (int k = 0; k < K; ++k) ptrs[k] = base[k];
   for (;;) {
-    loop(ptrs, inner, sz[0]);
-    int j = 1;
-    for (; j < d; ++j) {
+    fn(ptrs);
+    int j = first;
+    for (; j < c.ndim; ++j) {
+      if (j == skip_a || j == skip_b) continue;
       ++counter[j];
-      for (int k = 0; k < K; ++k) ptrs[k] += st[k][j];
-      if (counter[j] < sz[j]) break;
-      for (int k = 0; k < K; ++k) ptrs[k] -= st[k][j] * sz[j];
+      for (int k = 0; k < K; ++k) ptrs[k] += c.st[k][j];
+      if (counter[j] < c.sz[j]) break;
+      for (int k = 0; k < K; ++k) ptrs[k] -= c.st[k][j] * c.sz[j];
       counter[j] = 0;
     }
-    if (j == d) return;
+    if (j == c.ndim) return;
   }
+}
+
+// Calls loop(ptrs, inner_strides, n) for every run along the innermost dim. ptrs are byte
+// pointers of the K operands at the run's start; strides are in bytes. Dims are collapsed
+// first (collapse_dims), so a contiguous tensor is one run.
+template <int K, class Loop>
+void for_each_strided(int64_t ndim, const int64_t* sizes, char* const* base,
+                      const int64_t* const* strides, Loop&& loop) {
+  const CollapsedDims<K> c = collapse_dims<K>(ndim, sizes, strides);
+  if (c.empty) return;
+  int64_t inner[K];
+  for (int k = 0; k < K; ++k) inner[k] = c.st[k][0];
+  for_each_outer<K>(c, base, 1, -1, -1, [&](char** ptrs) { loop(ptrs, inner, c.sz[0]); });
 }
 
 }  // namespace loom::kernels

@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "kernels/cpu/parallel.h"
 #include "tensor/factories.h"
 #include "tensor/native.h"
 
@@ -105,6 +106,52 @@ TEST(Copy, NonContiguousSourceAndDestination) {
   Tensor c = p.contiguous();
   EXPECT_EQ(c.to_double_vector(), p.to_double_vector());
   EXPECT_EQ(c.at<float>({1, 2, 1, 0, 1, 1}), p.at<float>({1, 2, 1, 0, 1, 1}));
+}
+
+// contiguous() of iota(shape).permute(perm), checked element by element against the
+// iota value each output index must hold: its row-major offset in `shape`.
+void expect_permuted_copy(const Shape& shape, const Shape& perm, DType d) {
+  Tensor src = iota(shape, d).permute(perm);
+  Tensor out = src.contiguous();
+  ASSERT_TRUE(out.is_contiguous());
+  Shape base_strides(shape.size(), 1);
+  for (int64_t i = int64_t(shape.size()) - 2; i >= 0; --i)
+    base_strides[i] = base_strides[i + 1] * shape[i + 1];
+  const Tensor flat = out.to(DType::f64).view({-1});
+  const double* got = flat.data_ptr<double>();
+  Shape idx(shape.size(), 0);
+  for (int64_t n = 0; n < out.numel(); ++n) {
+    int64_t want = 0;
+    for (size_t k = 0; k < idx.size(); ++k) want += idx[k] * base_strides[perm[k]];
+    ASSERT_EQ(got[n], stored(double(want), d)) << "element " << n << " of " << shape_str(shape);
+    for (int64_t k = int64_t(idx.size()) - 1; k >= 0; --k) {
+      if (++idx[k] < out.sizes()[k]) break;
+      idx[k] = 0;
+    }
+  }
+}
+
+TEST(Copy, TransposesInTilesForEveryElementSize) {
+  // 4-byte elements take the 8 x 8 register transpose on whole 16 x 16 tiles and the scalar
+  // loop on the ragged edges (37, 53); the others always take the scalar tile loop.
+  for (DType d : {DType::f32, DType::i32, DType::f64, DType::i64, DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(d));
+    expect_permuted_copy({37, 53}, {1, 0}, d);
+    expect_permuted_copy({64, 48}, {1, 0}, d);
+  }
+  // Outer dims around the transposed plane, and a plane whose source-contiguous dim is not
+  // the destination's neighbour.
+  expect_permuted_copy({3, 40, 50}, {0, 2, 1}, DType::f32);
+  expect_permuted_copy({40, 3, 50}, {2, 1, 0}, DType::f32);
+  expect_permuted_copy({2, 33, 5, 17}, {3, 0, 2, 1}, DType::f64);
+}
+
+TEST(Copy, LargeTransposeSplitsOverThreadsWithTheSameResult) {
+  // 600 x 700 = 420K elements: above one parallel chunk, so 2+ threads share the plane.
+  const int before = get_num_threads();
+  set_num_threads(3);
+  expect_permuted_copy({600, 700}, {1, 0}, DType::f32);
+  set_num_threads(before);
 }
 
 TEST(Copy, MetaAndDeviceErrors) {
