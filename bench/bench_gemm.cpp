@@ -5,6 +5,8 @@
 // itself (TOOLCHAIN.md: 85 GFLOP/s on 1 thread, 169 on 2), i.e. ~25 ms and ~13 ms per GEMM;
 // matmul's overhead (shape logic, one allocation of 4 MiB) should stay within 5% of that.
 // The 16-bit variants add the conversion of A, B and C (~3-4 M elements each way) to sgemm.
+// The skinny shapes (one dimension of 10) do 5.2 MFLOP each over ~1 MiB of operands: at
+// ~100 GFLOP/s their compute is ~50 us, so they are about memory and packing, not FLOPs.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
@@ -68,6 +70,59 @@ void BM_matmul_transposed_b(benchmark::State& state) {
   set_flops(state);
 }
 
+// GEMMs with one dimension of 10, as a training step's last layer (1024 -> 10, batch 256)
+// issues them: its forward x @ w^T, the input gradient dy @ w, the weight gradient dy^T @ x.
+// loom runs them in its own kernels (kernels/cpu/gemm_skinny.h); the cblas_sgemm call with
+// the same shapes and transposition flags is the baseline. Arguments: shape, threads.
+struct SkinnyShape {
+  const char* name;
+  int64_t m, n, k;
+  bool trans_a, trans_b;
+};
+constexpr SkinnyShape kSkinny[] = {{"x @ w^T (N = 10)", 256, 10, 1024, false, true},
+                                   {"dy @ w (K = 10)", 256, 1024, 10, false, false},
+                                   {"dy^T @ x (M = 10)", 10, 1024, 256, true, false}};
+
+// The shape's operands as stored (A is (K, M) when transposed, B (N, K)).
+struct SkinnyOperands {
+  Tensor a, b;
+  explicit SkinnyOperands(const SkinnyShape& s) {
+    loom::manual_seed(0);
+    a = s.trans_a ? loom::randn({s.k, s.m}) : loom::randn({s.m, s.k});
+    b = s.trans_b ? loom::randn({s.n, s.k}) : loom::randn({s.k, s.n});
+  }
+};
+
+void BM_skinny_matmul(benchmark::State& state) {
+  const SkinnyShape& s = kSkinny[state.range(0)];
+  loom::set_num_threads(int(state.range(1)));
+  SkinnyOperands op(s);
+  Tensor a = s.trans_a ? loom::native::transpose(op.a, 0, 1) : op.a;
+  Tensor b = s.trans_b ? loom::native::transpose(op.b, 0, 1) : op.b;
+  for (auto _ : state) {
+    Tensor c = loom::native::matmul(a, b);
+    benchmark::DoNotOptimize(c.raw_data_ptr());
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(s.name);
+}
+
+void BM_skinny_cblas(benchmark::State& state) {
+  const SkinnyShape& s = kSkinny[state.range(0)];
+  loom::set_num_threads(int(state.range(1)));
+  SkinnyOperands op(s);
+  Tensor c = loom::zeros({s.m, s.n});
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, s.trans_a ? CblasTrans : CblasNoTrans,
+                s.trans_b ? CblasTrans : CblasNoTrans, int(s.m), int(s.n), int(s.k), 1.0f,
+                op.a.data_ptr<float>(), int(s.trans_a ? s.m : s.k), op.b.data_ptr<float>(),
+                int(s.trans_b ? s.k : s.n), 0.0f, c.data_ptr<float>(), int(s.n));
+    benchmark::DoNotOptimize(c.raw_data_ptr());
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(s.name);
+}
+
 BENCHMARK(BM_cblas_sgemm)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_matmul, f32, DType::f32)
     ->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -76,6 +131,11 @@ BENCHMARK_CAPTURE(BM_matmul, bf16, DType::bf16)
     ->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_matmul, f16, DType::f16)
     ->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK(BM_skinny_cblas)
+    ->ArgsProduct({{0, 1, 2}, {1, 2}})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_skinny_matmul)
+    ->ArgsProduct({{0, 1, 2}, {1, 2}})->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace
 

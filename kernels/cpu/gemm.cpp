@@ -1,4 +1,5 @@
-// GEMM kernels: OpenBLAS sgemm/dgemm for f32/f64, panel-converted sgemm for f16/bf16.
+// GEMM kernels: OpenBLAS sgemm/dgemm for f32/f64, panel-converted sgemm for f16/bf16, and
+// loom's own kernels for f32 GEMMs with one dimension of 16 or less (kernels/cpu/gemm_skinny.h).
 //
 // Threading (one thread budget, see kernels/cpu/parallel.h): a large GEMM runs alone and lets
 // OpenBLAS use the threads. A batch of small GEMMs is split over loom's pool instead, and only
@@ -17,6 +18,7 @@
 #include <immintrin.h>
 #endif
 
+#include "kernels/cpu/gemm_skinny.h"
 #include "kernels/cpu/parallel.h"
 
 namespace loom::kernels::cpu {
@@ -113,6 +115,14 @@ void gemm_blas_kernel(const GemmArgs& g) {
   const T* a = static_cast<const T*>(g.a);
   const T* b = static_cast<const T*>(g.b);
   T* c = static_cast<T*>(g.c);
+  if constexpr (std::is_same_v<T, float>) {
+    if (skinny_sgemm_applies(g)) {
+      run_batched(g, [&](int64_t ao, int64_t bo, int64_t co) {
+        skinny_sgemm(g, a + ao, b + bo, c + co);
+      });
+      return;
+    }
+  }
   run_batched(g, [&](int64_t ao, int64_t bo, int64_t co) {
     blas_gemm(g.m, g.n, g.k, a + ao, la, b + bo, lb, g.beta, c + co, ldc);
   });

@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
+#include <utility>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
 #include "tensor/allocator.h"
 #include "tensor/factories.h"
@@ -340,6 +343,75 @@ TEST_P(MatmulDTypes, LinearWithAndWithoutBias) {
   Tensor x = native::transpose(rnd({2, 5, 3}, t), 1, 2);  // (2, 3, 5)
   Tensor wt = native::transpose(rnd({5, 6}, t), 0, 1);   // (6, 5)
   check_linear(x, wt, bias);
+}
+
+// ---- f32 GEMMs with one dimension of 16 or less (kernels/cpu/gemm_skinny.cpp) ----
+
+Tensor t2(const Tensor& x) { return native::transpose(x, 0, 1); }
+
+TEST(MatmulSkinny, SmallKAndSmallMRowsKernelAcrossBlockEdges) {
+  manual_seed(21);
+  // (M, K, N): rows in blocks of 6 and a ragged rest, columns in 16s and a masked rest.
+  for (auto [m, k, n] : {std::tuple{257, 10, 1023}, {7, 3, 17}, {13, 16, 33}, {6, 1, 16},
+                         {10, 256, 1030}, {1, 300, 5}, {16, 64, 16}, {5, 7, 1}}) {
+    SCOPED_TRACE(testing::Message() << m << "x" << k << "x" << n);
+    check(rnd({m, k}), rnd({k, n}));
+    check(t2(rnd({k, m})), rnd({k, n}));  // A transposed: the rows kernel reads any A strides
+  }
+}
+
+TEST(MatmulSkinny, SmallNDotsKernelAcrossBlockEdges) {
+  manual_seed(22);
+  // B is a transposed weight (unit stride along K), as in Linear; K has a tail past the 8s.
+  for (auto [m, k, n] : {std::tuple{259, 1027, 10}, {5, 9, 1}, {33, 100, 16}, {3, 7, 2}}) {
+    SCOPED_TRACE(testing::Message() << m << "x" << k << "x" << n);
+    check(rnd({m, k}), t2(rnd({n, k})));
+  }
+  // The same through linear, whose bias pre-fills C (beta = 1), batched over a leading dim.
+  check_linear(rnd({37, 1024}), rnd({10, 1024}), rnd({10}));
+  check_linear(rnd({3, 11, 40}), rnd({5, 40}), rnd({5}));
+}
+
+// C = A @ B + C through the f32 kernel itself: beta = 1 adds to what C holds.
+TEST(MatmulSkinny, BetaOneAddsToTheOutputInBothKernels) {
+  manual_seed(23);
+  auto run = [](const Tensor& a, const Tensor& b, const Tensor& c) {
+    kernels::cpu::GemmArgs g;
+    g.m = a.size(0), g.n = b.size(1), g.k = a.size(1);
+    g.a = a.raw_data_ptr(), g.a_rs = a.stride(0), g.a_cs = a.stride(1);
+    g.b = b.raw_data_ptr(), g.b_rs = b.stride(0), g.b_cs = b.stride(1);
+    g.c = c.raw_data_ptr(), g.c_rs = c.stride(0), g.c_cs = c.stride(1);
+    g.beta = 1.0f;
+    kernels::cpu::gemm_table().get(DeviceType::cpu, DType::f32, "matmul")(g);
+  };
+  for (auto [a, b] : {std::pair{rnd({30, 5}), rnd({5, 40})},           // rows, small K
+                      std::pair{rnd({4, 50}), rnd({50, 21})},           // rows, small M
+                      std::pair{rnd({30, 50}), t2(rnd({7, 50}))}}) {    // dots, small N
+    Tensor c0 = rnd({a.size(0), b.size(1)});
+    Tensor c = native::clone(c0);
+    run(a, b, c);
+    Tensor want = native::binary(native::BinaryOp::add, native::matmul(a.to(DType::f64), b.to(DType::f64)),
+                                 c0.to(DType::f64));
+    EXPECT_TRUE(c.to(DType::f64).allclose(want, 1e-5, 1e-5));
+  }
+}
+
+TEST(MatmulSkinny, SplitOverThreadsGivesTheSameBits) {
+  manual_seed(24);
+  // Large enough to split: rows of C (small K, small N) and 16-column blocks (small M).
+  const std::pair<Tensor, Tensor> cases[] = {{rnd({600, 8}), rnd({8, 2048})},
+                                             {rnd({2000, 512}), t2(rnd({9, 512}))},
+                                             {rnd({16, 256}), rnd({256, 1900})}};
+  const int saved = get_num_threads();
+  for (const auto& [a, b] : cases) {
+    set_num_threads(1);
+    Tensor one = native::matmul(a, b);
+    set_num_threads(3);
+    Tensor three = native::matmul(a, b);
+    EXPECT_TRUE(one.equal(three));
+    check(a, b);
+  }
+  set_num_threads(saved);
 }
 
 TEST(Linear, ErrorsNameShapes) {
