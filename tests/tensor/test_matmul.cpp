@@ -414,6 +414,26 @@ TEST(MatmulSkinny, SplitOverThreadsGivesTheSameBits) {
   set_num_threads(saved);
 }
 
+// x @ w^T with w's rows 4 KiB apart (K a multiple of 1024) and 32-512 rows of x: the f32
+// kernel computes C^T and adds it back transposed (kernels/cpu/gemm.cpp).
+TEST(MatmulTransposedC, LinearShapedProductsMatchTheReference) {
+  manual_seed(25);
+  // Rows and columns off the 8 x 8 blocks (37, 29), the edges of the M range (32, 512),
+  // K = 2048, and a batch folded into rows.
+  for (auto [m, k, n] : {std::tuple{37, 1024, 29}, {32, 1024, 64}, {512, 1024, 40},
+                         {100, 2048, 17}}) {
+    SCOPED_TRACE(testing::Message() << m << "x" << k << "x" << n);
+    check(rnd({m, k}), t2(rnd({n, k})));
+  }
+  // Through linear: the bias pre-fills C, so the transposed product is added to it.
+  check_linear(rnd({100, 1024}), rnd({50, 1024}), rnd({50}));
+  check_linear(rnd({3, 40, 1024}), rnd({24, 1024}), rnd({24}));
+  const int saved = get_num_threads();
+  set_num_threads(3);  // 512 x 1000 outputs: the transposing pass splits over threads
+  check_linear(rnd({512, 1024}), rnd({1000, 1024}), rnd({1000}));
+  set_num_threads(saved);
+}
+
 TEST(Linear, ErrorsNameShapes) {
   try {
     native::linear(zeros({4, 5}), zeros({6, 7}), Tensor());
