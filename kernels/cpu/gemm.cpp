@@ -11,6 +11,8 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <climits>
 #include <vector>
 
@@ -305,18 +307,49 @@ void gemm_lowp_kernel(const GemmArgs& g) {
   });
 }
 
+// ---- optional timing of every call (see set_gemm_timing) ----
+
+std::atomic<bool> g_timing{false};
+std::atomic<int64_t> g_timed_calls{0}, g_timed_ns{0};
+
+template <GemmFn Kernel>
+void timed(const GemmArgs& g) {
+  if (!g_timing.load(std::memory_order_relaxed)) {
+    Kernel(g);
+    return;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  Kernel(g);
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::steady_clock::now() - t0).count();
+  g_timed_calls.fetch_add(1, std::memory_order_relaxed);
+  g_timed_ns.fetch_add(int64_t(ns), std::memory_order_relaxed);
+}
+
 }  // namespace
 
 const KernelTable<GemmFn>& gemm_table() {
   static const KernelTable<GemmFn> table = [] {
     KernelTable<GemmFn> t;
-    t.set(DeviceType::cpu, DType::f64, &gemm_blas_kernel<double>);
-    t.set(DeviceType::cpu, DType::f32, &gemm_blas_kernel<float>);
-    t.set(DeviceType::cpu, DType::f16, &gemm_lowp_kernel<Half>);
-    t.set(DeviceType::cpu, DType::bf16, &gemm_lowp_kernel<BFloat16>);
+    t.set(DeviceType::cpu, DType::f64, &timed<&gemm_blas_kernel<double>>);
+    t.set(DeviceType::cpu, DType::f32, &timed<&gemm_blas_kernel<float>>);
+    t.set(DeviceType::cpu, DType::f16, &timed<&gemm_lowp_kernel<Half>>);
+    t.set(DeviceType::cpu, DType::bf16, &timed<&gemm_lowp_kernel<BFloat16>>);
     return t;
   }();
   return table;
+}
+
+void set_gemm_timing(bool on) { g_timing.store(on, std::memory_order_relaxed); }
+
+GemmTiming gemm_timing() {
+  return {g_timed_calls.load(std::memory_order_relaxed),
+          double(g_timed_ns.load(std::memory_order_relaxed)) * 1e-9};
+}
+
+void reset_gemm_timing() {
+  g_timed_calls.store(0, std::memory_order_relaxed);
+  g_timed_ns.store(0, std::memory_order_relaxed);
 }
 
 bool gemm_accepts(DType dtype, int64_t rows, int64_t cols, int64_t rs, int64_t cs) {

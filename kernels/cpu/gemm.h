@@ -48,4 +48,15 @@ const KernelTable<GemmFn>& gemm_table();
 // to contiguous when this is false.
 bool gemm_accepts(DType dtype, int64_t rows, int64_t cols, int64_t rs, int64_t cs);
 
+// Wall time spent inside the CPU gemm kernels (BLAS and loom's own), for profiling how a
+// training step splits between GEMMs and everything else (bench_mlp_step reports it). Off by
+// default: a disabled call costs one relaxed atomic load. Calls from any thread add up.
+struct GemmTiming {
+  int64_t calls = 0;
+  double seconds = 0;
+};
+void set_gemm_timing(bool on);
+GemmTiming gemm_timing();  // totals since the last reset
+void reset_gemm_timing();
+
 }  // namespace loom::kernels::cpu

@@ -434,6 +434,29 @@ TEST(MatmulTransposedC, LinearShapedProductsMatchTheReference) {
   set_num_threads(saved);
 }
 
+TEST(GemmTiming, CountsEveryKernelCallOnlyWhileOn) {
+  namespace kc = kernels::cpu;
+  manual_seed(26);
+  Tensor a = rnd({64, 32}), b = rnd({32, 48});
+  kc::reset_gemm_timing();
+  native::matmul(a, b);
+  EXPECT_EQ(kc::gemm_timing().calls, 0) << "timing is off by default";
+  kc::set_gemm_timing(true);
+  native::matmul(a, b);                                        // BLAS
+  native::matmul(a, rnd({32, 5}));                             // loom's skinny kernel
+  native::matmul(rnd({4, 8, 32}, DType::bf16), rnd({32, 6}, DType::bf16));  // 16-bit panels
+  native::matmul(rnd({3, 64, 32}), rnd({3, 32, 48}));          // one call for the batch
+  kc::GemmTiming on = kc::gemm_timing();
+  kc::set_gemm_timing(false);
+  native::matmul(a, b);
+  EXPECT_EQ(on.calls, 4);
+  EXPECT_GT(on.seconds, 0.0);
+  EXPECT_EQ(kc::gemm_timing().calls, 4) << "calls after set_gemm_timing(false) are not counted";
+  kc::reset_gemm_timing();
+  EXPECT_EQ(kc::gemm_timing().calls, 0);
+  EXPECT_EQ(kc::gemm_timing().seconds, 0.0);
+}
+
 TEST(Linear, ErrorsNameShapes) {
   try {
     native::linear(zeros({4, 5}), zeros({6, 7}), Tensor());
