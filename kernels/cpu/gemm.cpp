@@ -6,6 +6,8 @@
 // when each GEMM is at or below OpenBLAS's own threading threshold (M*N*K <= 65536 * 4, the
 // GEMM_MULTITHREAD_THRESHOLD of interface/gemm.c), so that every cblas call made from a pool
 // thread runs single-threaded and OpenBLAS never spins up threads inside parallel_for.
+// loom's own skinny kernels and the transposing pass of the C^T path split over loom's pool
+// (from about 4M multiply-adds, or 256K elements, per chunk).
 #include "kernels/cpu/gemm.h"
 
 #include <cblas.h>
