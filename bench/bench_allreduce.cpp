@@ -1,5 +1,6 @@
 // all_reduce through dist::ProcessGroup (GlooProcessGroup) vs Gloo called directly, and the
-// group's shared-memory fast path (dist/shm_all_reduce.h) vs its Gloo TCP path.
+// group's shared-memory fast path (dist/shm_all_reduce.h) vs its Gloo TCP path, for
+// all_reduce, all_gather and reduce_scatter.
 //
 // Two ranks: this process (rank 0) forks rank 1 before any thread exists; they rendezvous over
 // loopback through init_process_group's TCPStore. The direct path builds its own Gloo context
@@ -65,6 +66,7 @@ Stats stats(std::vector<double> times) {
 struct Row {
   const char* size;
   const char* path;
+  const char* baseline;
   Stats seconds;
   double bytes;
 };
@@ -119,13 +121,22 @@ void run_rank(int rank, int port) {
 
   struct Path {
     const char* name;
+    const char* baseline;  // the row it is compared with, at the same size
     std::function<void(Tensor&)> run;
   };
+  const char* kTcp = "ProcessGroup tcp";
   const std::vector<Path> paths{
-      {"gloo direct", [&](Tensor& t) { gloo_direct(t.data_ptr<float>(), size_t(t.numel())); }},
-      {"ProcessGroup tcp", [&](Tensor& t) { pg_tcp.all_reduce(t); }},
-      {"ProcessGroup shm", [&](Tensor& t) { pg->all_reduce(t); }},
-      {"ProcessGroup debug", [&](Tensor& t) { pg_debug.all_reduce(t); }},
+      {"gloo direct", kTcp,
+       [&](Tensor& t) { gloo_direct(t.data_ptr<float>(), size_t(t.numel())); }},
+      {"ProcessGroup tcp", kTcp, [&](Tensor& t) { pg_tcp.all_reduce(t); }},
+      {"ProcessGroup shm", kTcp, [&](Tensor& t) { pg->all_reduce(t); }},
+      {"ProcessGroup debug", kTcp, [&](Tensor& t) { pg_debug.all_reduce(t); }},
+      // The sharding collectives on the same input: all_gather returns 2 x the input,
+      // reduce_scatter half of it.
+      {"all_gather tcp", "all_gather tcp", [&](Tensor& t) { pg_tcp.all_gather(t); }},
+      {"all_gather shm", "all_gather tcp", [&](Tensor& t) { pg->all_gather(t); }},
+      {"reduce_scatter tcp", "reduce_scatter tcp", [&](Tensor& t) { pg_tcp.reduce_scatter(t); }},
+      {"reduce_scatter shm", "reduce_scatter tcp", [&](Tensor& t) { pg->reduce_scatter(t); }},
   };
   std::vector<Row> rows;
   // Each size runs its paths interleaved, call by call, so drift on this shared machine hits
@@ -139,7 +150,8 @@ void run_rank(int rank, int port) {
       for (size_t k = 0; k < which.size(); ++k)
         times[k].push_back(time_once([&] { paths[which[k]].run(t); }));
     for (size_t k = 0; k < which.size(); ++k)
-      rows.push_back({label, paths[which[k]].name, stats(times[k]), double(n) * 4.0});
+      rows.push_back({label, paths[which[k]].name, paths[which[k]].baseline, stats(times[k]),
+                      double(n) * 4.0});
   };
   // 64 MiB: bandwidth-bound. 7.5 MB: the MLP example's gradients (about 1.9 M f32), what
   // DDP reduces every step. 4 KiB: latency-bound; debug mode (on TCP) adds the store
@@ -147,6 +159,7 @@ void run_rank(int rank, int port) {
   measure("64 MiB", 16 << 20, 15, {0, 1, 2});
   measure("7.5 MB", 7500000 / 4, 40, {1, 2});
   measure("4 KiB", 1024, 400, {0, 1, 2, 3});
+  measure("16 MiB", 4 << 20, 20, {4, 5, 6, 7});
   store_barrier(*store, "bench/end", 2, 60s);
   if (rank != 0) return;
 
@@ -154,14 +167,14 @@ void run_rank(int rank, int port) {
   std::printf("tcp: Gloo RING over loopback; shm: dist/shm_all_reduce (slots of %zu KiB)\n",
               ShmAllReduce::kSlotBytes >> 10);
   std::printf("%-8s %-20s %13s %13s %12s %13s\n", "size", "path", "median", "min",
-              "algbw GB/s", "vs PG tcp");
+              "algbw GB/s", "vs its tcp");
   auto find = [&](const char* size, const char* path) -> const Row& {
     for (const Row& r : rows)
       if (std::string(r.size) == size && std::string(r.path) == path) return r;
     throw std::runtime_error("no row");
   };
   for (const Row& r : rows) {
-    const Row& base = find(r.size, "ProcessGroup tcp");
+    const Row& base = find(r.size, r.baseline);
     std::printf("%-8s %-20s %10.1f us %10.1f us %12.3f %12.2fx\n", r.size, r.path,
                 r.seconds.median * 1e6, r.seconds.min * 1e6, r.bytes / r.seconds.median / 1e9,
                 base.seconds.median / r.seconds.median);
@@ -169,6 +182,11 @@ void run_rank(int rank, int port) {
   std::printf("ProcessGroup tcp / direct bandwidth at 64 MiB (medians): %.1f%%\n",
               100.0 * find("64 MiB", "gloo direct").seconds.median /
                   find("64 MiB", "ProcessGroup tcp").seconds.median);
+  for (const char* op : {"all_gather", "reduce_scatter"}) {
+    std::printf("%s shm speed-up over tcp at 16 MiB of input (medians): %.2fx\n", op,
+                find("16 MiB", (std::string(op) + " tcp").c_str()).seconds.median /
+                    find("16 MiB", (std::string(op) + " shm").c_str()).seconds.median);
+  }
   for (const char* size : {"64 MiB", "7.5 MB", "4 KiB"}) {
     std::printf("shm speed-up over tcp at %s (medians): %.2fx\n", size,
                 find(size, "ProcessGroup tcp").seconds.median /

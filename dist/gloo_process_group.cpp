@@ -376,6 +376,10 @@ void GlooProcessGroup::run_broadcast(void* data, int64_t nbytes, int src, uint32
 
 void GlooProcessGroup::run_all_gather(void* out, const void* in, int64_t nbytes, uint32_t tag) {
   if (nbytes == 0) return;
+  if (shm_) {
+    shm_->all_gather(out, in, nbytes);
+    return;
+  }
   gloo::AllgatherOptions opts(context_);
   opts.setInput(const_cast<char*>(static_cast<const char*>(in)), size_t(nbytes));
   opts.setOutput(static_cast<char*>(out), size_t(nbytes) * size_t(size_));
@@ -473,6 +477,7 @@ std::shared_ptr<Work> GlooProcessGroup::reduce_scatter_async(const Tensor& out,
   return enqueue(
       describe("reduce_scatter", input, reduce_op_name(op)),
       [this, input, out, in, dst, op](uint32_t tag) {
+        if (shm_ && run_shm_reduce_scatter(in, dst, out.numel(), input.dtype(), op)) return;
         // All-reduce a copy of the whole input (the input is not ours to overwrite), keep our
         // block: size() times the bytes of a ring reduce-scatter, see the header.
         const size_t total = input.nbytes();
@@ -482,6 +487,32 @@ std::shared_ptr<Work> GlooProcessGroup::reduce_scatter_async(const Tensor& out,
         run_all_reduce(scratch.data(), input.numel(), input.dtype(), op, tag);
         std::memcpy(dst, scratch.data() + block * size_t(rank_), block);
       });
+}
+
+bool GlooProcessGroup::run_shm_reduce_scatter(const void* in, void* out, int64_t block,
+                                              DType dtype, ReduceOp op) {
+  if (block == 0) return true;
+  if (ShmAllReduce::supports(dtype, op)) {
+    shm_->reduce_scatter(in, out, block, dtype, op);
+    return true;
+  }
+  if (!ShmAllReduce::supports(DType::f32, op)) return false;
+  bool done = false;
+  visit_dtype(dtype, [&](auto zero) {
+    using T = decltype(zero);
+    if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
+      // As all_reduce: widen once, reduce in f32, round once.
+      const int64_t numel = block * size_;
+      const T* src = static_cast<const T*>(in);
+      std::vector<float> wide(static_cast<size_t>(numel)), reduced(static_cast<size_t>(block));
+      for (int64_t i = 0; i < numel; ++i) wide[size_t(i)] = widen(src[i]);
+      shm_->reduce_scatter(wide.data(), reduced.data(), block, DType::f32, op);
+      T* dst = static_cast<T*>(out);
+      for (int64_t i = 0; i < block; ++i) dst[i] = narrow<T>(reduced[size_t(i)]);
+      done = true;
+    }
+  });
+  return done;
 }
 
 std::shared_ptr<Work> GlooProcessGroup::barrier_async() {

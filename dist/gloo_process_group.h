@@ -10,11 +10,11 @@
 // issue the same collectives in the same order (debug mode checks exactly that, below).
 //
 // Same-host fast path: when every rank of the group maps one POSIX shared-memory segment at
-// construction (dist/shm_all_reduce.h; all ranks on one host, none opted out), all_reduce of
-// f32/f64/i64/i32 (and the f32 buffer of widened f16/bf16) and broadcast of any dtype run
-// through it instead of Gloo's TCP loopback, on the same worker thread in the same issue
-// order. shared_memory() says
-// whether it is on; GlooOptions::shared_memory = false or LOOM_SHM=0 turns it off.
+// construction (dist/shm_all_reduce.h; all ranks on one host, none opted out), all_reduce and
+// reduce_scatter of f32/f64/i64/i32 (and the f32 buffers of widened f16/bf16), and broadcast
+// and all_gather of any dtype, run through it instead of Gloo's TCP loopback, on the same
+// worker thread in the same issue order. shared_memory() says whether it is on;
+// GlooOptions::shared_memory = false or LOOM_SHM=0 turns it off.
 //
 // Dtypes: f64/f32/i64/i32/u8 are reduced natively by Gloo (u8 sums wrap modulo 256); f16/bf16
 // are widened into an f32 scratch buffer, reduced in f32 and rounded back once; bool reduces as
@@ -22,9 +22,11 @@
 // division floors (toward negative infinity, as Python's //), so avg of {-1, 0} is -1.
 // broadcast and all_gather move bytes and take every dtype.
 //
-// reduce_scatter is an all_reduce of the whole input followed by a copy of this rank's block:
-// it moves size() times more bytes than a true reduce-scatter ring would (each rank receives
-// the whole reduced input instead of 1/size of it). Simple and exact; revisit if it matters.
+// all_gather and reduce_scatter between ranks of one host go through the shared-memory
+// segment too (reduce_scatter: each rank reduces only its own block, 1/size() of an
+// all_reduce's work). Over TCP, reduce_scatter is an all_reduce of the whole input followed
+// by a copy of this rank's block: it moves size() times more bytes than a true reduce-scatter
+// ring would. Simple and exact; revisit if it matters across hosts.
 //
 // Errors: bad arguments throw ValueError from the *_async call itself (nothing is queued);
 // failures while running (a dead peer, a timeout) are rethrown by Work::wait() as RuntimeError
@@ -138,6 +140,10 @@ class GlooProcessGroup : public ProcessGroup {
   void reduce_native(T* data, int64_t numel, ReduceOp op, uint32_t tag);
   void run_broadcast(void* data, int64_t nbytes, int src, uint32_t tag);
   void run_all_gather(void* out, const void* in, int64_t nbytes, uint32_t tag);
+  // reduce_scatter through shared memory (f16/bf16 widened to f32); false when the dtype or
+  // op is not one it takes (u8, bool), and the caller goes through Gloo.
+  bool run_shm_reduce_scatter(const void* in, void* out, int64_t block, DType dtype,
+                              ReduceOp op);
   void run_barrier(uint32_t tag);
 
   int rank_;

@@ -451,6 +451,74 @@ void ShmAllReduce::broadcast(void* data, int64_t nbytes, int root) {
   }
 }
 
+void ShmAllReduce::all_gather(void* out, const void* in, int64_t nbytes) {
+  if (nbytes == 0) return;
+  begin_call(nbytes, DType::u8, uint32_t(kAllGatherOp));
+  // One barrier per chunk, as in broadcast: a rank writes set k again two chunks later,
+  // after the next chunk's barrier, which every rank reaches only once done reading set k.
+  auto* dst = static_cast<unsigned char*>(out);
+  const auto* src = static_cast<const unsigned char*>(in);
+  for (int64_t off = 0; off < nbytes; off += int64_t(kSlotBytes)) {
+    const size_t n = size_t(std::min<int64_t>(int64_t(kSlotBytes), nbytes - off));
+    const int set = int(chunks_ & 1);
+    std::memcpy(slot(set, rank_), src + off, n);
+    barrier();
+    if (off == 0) check_same_call();
+    for (int r = 0; r < size_; ++r) std::memcpy(dst + r * nbytes + off, slot(set, r), n);
+    ++chunks_;
+  }
+}
+
+void ShmAllReduce::reduce_scatter(const void* in, void* out, int64_t block, DType dtype,
+                                  ReduceOp op) {
+  LOOM_CHECK(supports(dtype, op), "ShmAllReduce::reduce_scatter: unsupported ", dtype, " ",
+             reduce_op_name(op));
+  if (block == 0) return;
+  visit_dtype(dtype, [&](auto zero) {
+    using T = decltype(zero);
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                  std::is_same_v<T, int64_t> || std::is_same_v<T, int32_t>)
+      reduce_scatter_typed(static_cast<const T*>(in), static_cast<T*>(out), block, op);
+  });
+}
+
+template <class T>
+void ShmAllReduce::reduce_scatter_typed(const T* in, T* out, int64_t block, ReduceOp op) {
+  begin_call(block, dtype_of<T>(), uint32_t(kReduceScatterOpBase + int(op)));
+  // A slot holds one slice per destination rank, each `per` elements and cache-line aligned.
+  constexpr int64_t kAlign = int64_t(kCacheLine / sizeof(T));
+  const int64_t per = int64_t(kSlotBytes / sizeof(T)) / size_ / kAlign * kAlign;
+  std::vector<const T*> src(static_cast<size_t>(size_));
+  for (int64_t off = 0; off < block; off += per) {
+    const int64_t n = std::min(per, block - off);
+    const int set = int(chunks_ & 1);
+    // Our slices of every rank's block; `in`'s own block is read before `out` is written.
+    T* mine = reinterpret_cast<T*>(slot(set, rank_));
+    for (int p = 0; p < size_; ++p)
+      std::memcpy(mine + p * per, in + p * block + off, size_t(n) * sizeof(T));
+    barrier();
+    if (off == 0) check_same_call();
+    for (int r = 0; r < size_; ++r)
+      src[size_t(r)] = reinterpret_cast<const T*>(slot(set, r)) + rank_ * per;
+    switch (op) {
+      case ReduceOp::sum:
+      case ReduceOp::avg:
+        reduce_into(out + off, src.data(), size_, n, Sum<T>{});
+        break;
+      case ReduceOp::max:
+        reduce_into(out + off, src.data(), size_, n, Max<T>{});
+        break;
+      case ReduceOp::min:
+        reduce_into(out + off, src.data(), size_, n, Min<T>{});
+        break;
+    }
+    if (op == ReduceOp::avg) divide_by(out + off, n, size_);
+    // One barrier per chunk: set k is written again two chunks later, after the next
+    // chunk's barrier, which every rank reaches only once done reading set k here.
+    ++chunks_;
+  }
+}
+
 void ShmAllReduce::begin_call(int64_t numel, DType dtype, uint32_t op) {
   PeerState::Call& mine = peer(rank_).call[calls_ & 1];
   ++calls_;
@@ -477,6 +545,11 @@ void ShmAllReduce::check_same_call() const {
     msg << (r ? ";" : "") << " rank " << r << ": ";
     if (c.op >= kBroadcastOpBase)
       msg << "broadcast of " << c.numel << " bytes from rank " << (c.op - kBroadcastOpBase);
+    else if (c.op >= kReduceScatterOpBase)
+      msg << "reduce_scatter " << dtype_name(DType(c.dtype)) << " x " << c.numel << " per rank "
+          << reduce_op_name(ReduceOp(c.op - kReduceScatterOpBase));
+    else if (c.op == kAllGatherOp)
+      msg << "all_gather of " << c.numel << " bytes per rank";
     else
       msg << "all_reduce " << dtype_name(DType(c.dtype)) << " x " << c.numel << " "
           << reduce_op_name(ReduceOp(c.op));

@@ -1,13 +1,14 @@
-// ShmAllReduce: all_reduce between the processes of one host through a POSIX shared-memory
-// segment, the intra-node fast path of GlooProcessGroup (as NCCL does within a node). Gloo's
-// TCP transport over loopback moves every byte through the kernel twice and wakes a thread
-// per message; here each rank copies its data once into shared memory and reads the others'
+// ShmAllReduce: all_reduce (and broadcast, all_gather, reduce_scatter) between the processes
+// of one host through a POSIX shared-memory segment, the intra-node fast path of
+// GlooProcessGroup (as NCCL does within a node). Gloo's TCP transport over loopback moves
+// every byte through the kernel twice and wakes a thread per message; here each rank copies
+// its data once into shared memory and reads the others'
 // directly.
 //
-// What it is not: a general transport. Only all_reduce of f32/f64/i64/i32 with
-// sum/avg/max/min (supports()), and broadcast of bytes; GlooProcessGroup also sends here the
-// f32 buffer it widens f16/bf16 into, and keeps every other collective and dtype (u8, bool
-// all_reduce) on Gloo. It is not thread-safe: GlooProcessGroup calls it only from its one
+// What it is not: a general transport. Only all_reduce and reduce_scatter of f32/f64/i64/i32
+// with sum/avg/max/min (supports()), and broadcast and all_gather of bytes; GlooProcessGroup
+// also sends here the f32 buffers it widens f16/bf16 into, and keeps every other collective
+// and dtype (u8, bool reductions, barrier) on Gloo. It is not thread-safe: GlooProcessGroup calls it only from its one
 // worker thread, in issue order.
 //
 // Setup (try_create, collective, after Gloo's full mesh exists): rank 0 creates
@@ -119,13 +120,30 @@ class ShmAllReduce {
   // root's slots (one barrier per chunk). Any dtype: bytes are bytes.
   void broadcast(void* data, int64_t nbytes, int root);
 
+  // out (size() * nbytes bytes) = every rank's `nbytes` at `in`, in rank order: each rank
+  // copies a chunk into its slot, then all slots out (one barrier per chunk, the two slot
+  // sets as in broadcast). Any dtype. `in` may be out's block of this rank.
+  void all_gather(void* out, const void* in, int64_t nbytes);
+
+  // out (`block` elements) = the reduction over ranks of block rank() of each rank's `in`
+  // (size() blocks of `block` elements, one per destination rank). Per chunk every rank
+  // copies its slice of every block into its slot, then reduces its own block's slices over
+  // all slots in rank order: the same combination order as run(), so a rank's block equals
+  // that block of an all_reduce bit for bit, for 1/size() of all_reduce's traffic. Dtypes and
+  // ops as supports(); avg as in run(). One barrier per chunk. `out` may be `in`'s block of
+  // this rank, nowhere else in it.
+  void reduce_scatter(const void* in, void* out, int64_t block, DType dtype, ReduceOp op);
+
   int rank() const { return rank_; }
   int size() const { return size_; }
   // The segment's name, already unlinked once try_create returned.
   const std::string& name() const { return name_; }
 
  private:
-  // PeerState::Call::op of a broadcast from root r: kBroadcastOpBase + r (ReduceOps are 0-3).
+  // PeerState::Call::op of the other collectives (all_reduce's is its ReduceOp, 0-3): an
+  // all_gather, a reduce_scatter with ReduceOp o, a broadcast from root r.
+  static constexpr int kAllGatherOp = 8;
+  static constexpr int kReduceScatterOpBase = 12;
   static constexpr int kBroadcastOpBase = 16;
   struct Control;
   struct PeerState;
@@ -140,6 +158,8 @@ class ShmAllReduce {
   unsigned char* slot(int set, int r) const;
   template <class T>
   void run_typed(const Segment* parts, size_t n_parts, T* data, int64_t numel, ReduceOp op);
+  template <class T>
+  void reduce_scatter_typed(const T* in, T* out, int64_t block, ReduceOp op);
   // Publishes this rank's next call (its parity's PeerState::Call) for check_same_call; op
   // is a ReduceOp or kBroadcastOpBase + root.
   void begin_call(int64_t numel, DType dtype, uint32_t op);

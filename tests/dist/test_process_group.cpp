@@ -33,8 +33,9 @@ using ::testing::HasSubstr;
 
 std::shared_ptr<ProcessGroup> make_group(int rank, int world, int port,
                                          std::chrono::milliseconds timeout = 5s,
-                                         std::optional<bool> debug = false) {
-  return make_loopback_group(rank, world, port, timeout, debug);
+                                         std::optional<bool> debug = false,
+                                         std::optional<bool> shared_memory = std::nullopt) {
+  return make_loopback_group(rank, world, port, timeout, debug, shared_memory);
 }
 
 TEST(ForkedRanks, HarnessReportsFailuresAndKillsHungRanks) {
@@ -110,10 +111,12 @@ TEST(GlooProcessGroup, AllReduceAvgMaxMin) {
   }));
 }
 
-TEST(GlooProcessGroup, AllGatherLayoutEveryDtype) {
+// all_gather and reduce_scatter run through shared memory between ranks of one host by
+// default (dist/shm_all_reduce.h), and through Gloo's TCP with shared_memory = false: both.
+void all_gather_layout_every_dtype(std::optional<bool> shared_memory) {
   constexpr int kWorld = 3;
-  expect_all_passed(run_ranks(kWorld, [](int rank, int port) {
-    auto pg = make_group(rank, kWorld, port);
+  expect_all_passed(run_ranks(kWorld, [shared_memory](int rank, int port) {
+    auto pg = make_group(rank, kWorld, port, 5s, false, shared_memory);
     for (DType dt : kDTypes) {
       std::vector<double> v(6);
       for (size_t j = 0; j < 6; ++j) v[j] = 10.0 * rank + double(j);
@@ -130,10 +133,13 @@ TEST(GlooProcessGroup, AllGatherLayoutEveryDtype) {
   }));
 }
 
-TEST(GlooProcessGroup, ReduceScatterLayoutEveryDtype) {
+TEST(GlooProcessGroup, AllGatherLayoutEveryDtype) { all_gather_layout_every_dtype(std::nullopt); }
+TEST(GlooProcessGroup, AllGatherLayoutEveryDtypeOverTcp) { all_gather_layout_every_dtype(false); }
+
+void reduce_scatter_layout_every_dtype(std::optional<bool> shared_memory) {
   constexpr int kWorld = 2;
-  expect_all_passed(run_ranks(kWorld, [](int rank, int port) {
-    auto pg = make_group(rank, kWorld, port);
+  expect_all_passed(run_ranks(kWorld, [shared_memory](int rank, int port) {
+    auto pg = make_group(rank, kWorld, port, 5s, false, shared_memory);
     for (DType dt : kDTypes) {
       // Input (4, 3); element k of rank r is (r + 1) * (k % 7 + 1); rank q gets rows 2q..2q+1.
       Tensor in = rank_values(rank, {4, 3}, dt);
@@ -151,6 +157,13 @@ TEST(GlooProcessGroup, ReduceScatterLayoutEveryDtype) {
                  "reduce_scatter max");
     finish(*pg);
   }));
+}
+
+TEST(GlooProcessGroup, ReduceScatterLayoutEveryDtype) {
+  reduce_scatter_layout_every_dtype(std::nullopt);
+}
+TEST(GlooProcessGroup, ReduceScatterLayoutEveryDtypeOverTcp) {
+  reduce_scatter_layout_every_dtype(false);
 }
 
 TEST(GlooProcessGroup, BroadcastFromRankOneEveryDtype) {

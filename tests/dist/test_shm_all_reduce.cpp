@@ -1,5 +1,6 @@
-// The shared-memory all_reduce (dist/shm_all_reduce.h) between real processes, through
-// GlooProcessGroup (where it is on by default) and through ShmAllReduce::try_create directly.
+// The shared-memory collectives (dist/shm_all_reduce.h: all_reduce, broadcast, all_gather,
+// reduce_scatter) between real processes, through GlooProcessGroup (where they are on by
+// default) and through ShmAllReduce::try_create directly.
 //
 // Ranks are forked children (forked_ranks.h), each test bounded by a deadline. Values are
 // small integers with closed forms, exact in every dtype: element i of rank r is
@@ -27,6 +28,7 @@
 #include "dist/shm_all_reduce.h"
 #include "dist/tcp_store.h"
 #include "tensor/factories.h"
+#include "tensor/native.h"
 
 namespace loom::dist {
 namespace {
@@ -274,6 +276,139 @@ TEST(ShmAllReduce, ReduceScatterGoesThroughTheFastPath) {
     for (int k = 0; k < 6; ++k) in.push_back((rank + 1.0) * k);
     Tensor out = pg->reduce_scatter(from_vector(in, {}, DType::f64), ReduceOp::sum);
     check_values(out, {12.0 * rank, 12.0 * rank + 6}, "reduce_scatter");
+    finish(*pg);
+  }));
+}
+
+// all_gather through the slots: several chunks with a ragged tail, every rank's block in
+// rank order, interleaved with all_reduces (the slot sets alternate across kinds of calls).
+void all_gather_every_size(int world) {
+  expect_all_passed(run_ranks(
+      world,
+      [world](int rank, int port) {
+        auto pg = make_group(rank, world, port);
+        check(pg->shared_memory(), "shared memory is on for a same-host group");
+        for (int64_t n : {int64_t(1), int64_t(5), 2 * int64_t(ShmAllReduce::kSlotBytes / 8) + 5}) {
+          Tensor out = pg->all_gather(rank_tensor<double>(rank, n));
+          const double* p = out.data_ptr<double>();
+          for (int r = 0; r < world; ++r)
+            for (int64_t i = 0; i < n; ++i)
+              if (p[r * n + i] != v(r, i))
+                check(false, "all_gather of " + std::to_string(n) + ": rank " +
+                                 std::to_string(r) + "'s element " + std::to_string(i) + " is " +
+                                 std::to_string(p[r * n + i]));
+          check_exact<float>(*pg, rank, world, ReduceOp::sum, ragged_size<float>());
+        }
+        Tensor h = pg->all_gather(full({3}, double(rank + 1), DType::bf16));
+        std::vector<double> want;
+        for (int r = 0; r < world; ++r) want.insert(want.end(), 3, double(r + 1));
+        check_values(h, want, "bf16 all_gather");
+        finish(*pg);
+      },
+      60s));
+}
+
+TEST(ShmAllReduce, AllGatherEverySizeTwoRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
+  all_gather_every_size(2);
+}
+TEST(ShmAllReduce, AllGatherEverySizeThreeRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
+  all_gather_every_size(3);
+}
+
+// reduce_scatter: rank r's input is v(r, k) for k over all world * block elements, so rank
+// q's output element i must be the reduction of v(., q * block + i) over ranks.
+template <class T>
+void check_reduce_scatter(ProcessGroup& pg, int rank, int world, ReduceOp op, int64_t block) {
+  Tensor out = pg.reduce_scatter(rank_tensor<T>(rank, world * block), op);
+  const T* p = out.data_ptr<T>();
+  for (int64_t i = 0; i < block; ++i) {
+    const T want = expected<T>(world, op, rank * block + i);
+    if (p[i] == want) continue;
+    check(false, std::string(dtype_name(dtype_of<T>())) + " reduce_scatter " +
+                     reduce_op_name(op) + " of blocks of " + std::to_string(block) +
+                     ": element " + std::to_string(i) + " is " + std::to_string(double(p[i])) +
+                     ", expected " + std::to_string(double(want)));
+  }
+}
+
+// Blocks of 1, 5 and several chunks: a chunk carries kSlotBytes / world bytes of each block.
+template <class T>
+int64_t multi_chunk_block(int world) {
+  return 2 * int64_t(ShmAllReduce::kSlotBytes / sizeof(T)) / world + 17;
+}
+
+void reduce_scatter_exact_values(int world) {
+  expect_all_passed(run_ranks(
+      world,
+      [world](int rank, int port) {
+        auto pg = make_group(rank, world, port);
+        for (ReduceOp op : {ReduceOp::sum, ReduceOp::avg, ReduceOp::max, ReduceOp::min}) {
+          for (int64_t b : {int64_t(1), int64_t(5)}) {
+            check_reduce_scatter<float>(*pg, rank, world, op, b);
+            check_reduce_scatter<double>(*pg, rank, world, op, b);
+            check_reduce_scatter<int64_t>(*pg, rank, world, op, b);
+            check_reduce_scatter<int32_t>(*pg, rank, world, op, b);
+          }
+          check_reduce_scatter<float>(*pg, rank, world, op, multi_chunk_block<float>(world));
+          check_reduce_scatter<int64_t>(*pg, rank, world, op, multi_chunk_block<int64_t>(world));
+        }
+        finish(*pg);
+      },
+      60s));
+}
+
+TEST(ShmAllReduce, ReduceScatterExactValuesTwoRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
+  reduce_scatter_exact_values(2);
+}
+TEST(ShmAllReduce, ReduceScatterExactValuesThreeRanks) {
+  LOOM_SKIP_WITHOUT_SHM();
+  reduce_scatter_exact_values(3);
+}
+
+// The header's promise: a rank's block equals that block of an all_reduce bit for bit (the
+// same rank-order sums), here on non-integer f32 data with three ranks; and 16-bit inputs
+// are widened, reduced in f32 and rounded once, as all_reduce does.
+TEST(ShmAllReduce, ReduceScatterMatchesAllReduceBitForBit) {
+  LOOM_SKIP_WITHOUT_SHM();
+  expect_all_passed(run_ranks(3, [](int rank, int port) {
+    auto pg = make_group(rank, 3, port);
+    const int64_t block = int64_t(ShmAllReduce::kSlotBytes / sizeof(float)) / 3 + 100;
+    Tensor in = fraction_tensor(rank, 3 * block);
+    Tensor scattered = pg->reduce_scatter(in, ReduceOp::sum);
+    Tensor all = native::clone(in);
+    pg->all_reduce(all, ReduceOp::sum);
+    check(scattered.equal(all.narrow(0, rank * block, block)), "reduce_scatter != all_reduce");
+    for (DType dt : {DType::f16, DType::bf16}) {
+      Tensor h = in.to(dt);
+      Tensor hs = pg->reduce_scatter(h, ReduceOp::avg);
+      Tensor ha = native::clone(h);
+      pg->all_reduce(ha, ReduceOp::avg);
+      check(hs.equal(ha.narrow(0, rank * block, block)),
+            std::string(dtype_name(dt)) + " reduce_scatter != all_reduce");
+    }
+    finish(*pg);
+  }));
+}
+
+TEST(ShmAllReduce, AllGatherAgainstReduceScatterFailsOnEveryRankNamingBoth) {
+  LOOM_SKIP_WITHOUT_SHM();
+  expect_all_passed(run_ranks(2, [](int rank, int port) {
+    auto pg = make_group(rank, 2, port);
+    try {
+      if (rank == 0)
+        pg->all_gather(zeros({4}, DType::f32));
+      else
+        pg->reduce_scatter(zeros({8}, DType::f32), ReduceOp::sum);
+      check(false, "all_gather against reduce_scatter did not throw");
+    } catch (const RuntimeError& e) {
+      check_message(e.what(),
+                    HasSubstr("rank 0: all_gather of 16 bytes per rank; rank 1: reduce_scatter "
+                              "f32 x 4 per rank sum"),
+                    "mismatch");
+    }
     finish(*pg);
   }));
 }
