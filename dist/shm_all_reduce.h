@@ -2,8 +2,7 @@
 // of one host through a POSIX shared-memory segment, the intra-node fast path of
 // GlooProcessGroup (as NCCL does within a node). Gloo's TCP transport over loopback moves
 // every byte through the kernel twice and wakes a thread per message; here each rank copies
-// its data once into shared memory and reads the others'
-// directly.
+// its data once into shared memory and reads the others' directly.
 //
 // What it is not: a general transport. Only all_reduce and reduce_scatter of f32/f64/i64/i32
 // with sum/avg/max/min (supports()), and broadcast and all_gather of bytes; GlooProcessGroup
