@@ -113,6 +113,23 @@ void reduce_into(T* __restrict out, const T* const* srcs, int n_src, int64_t n, 
   }
 }
 
+// reduce_into with op's combination; avg is the sum, then divided by n_src as divide_by does.
+template <class T>
+void reduce_by_op(T* out, const T* const* srcs, int n_src, int64_t n, ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum:
+    case ReduceOp::avg:
+      reduce_into(out, srcs, n_src, n, Sum<T>{});
+      break;
+    case ReduceOp::max:
+      reduce_into(out, srcs, n_src, n, Max<T>{});
+      break;
+    case ReduceOp::min:
+      reduce_into(out, srcs, n_src, n, Min<T>{});
+      break;
+  }
+  if (op == ReduceOp::avg) divide_by(out, n, n_src);
+}
 
 }  // namespace
 
@@ -405,19 +422,7 @@ void ShmAllReduce::run_typed(const Segment* parts, size_t n_parts, T* data, int6
       for (int r = 0; r < size_; ++r)
         src[size_t(r)] = reinterpret_cast<const T*>(slot(set, r)) + lo;
       T* out = data + off + lo;
-      switch (op) {
-        case ReduceOp::sum:
-        case ReduceOp::avg:
-          reduce_into(out, src.data(), size_, hi - lo, Sum<T>{});
-          break;
-        case ReduceOp::max:
-          reduce_into(out, src.data(), size_, hi - lo, Max<T>{});
-          break;
-        case ReduceOp::min:
-          reduce_into(out, src.data(), size_, hi - lo, Min<T>{});
-          break;
-      }
-      if (op == ReduceOp::avg) divide_by(out, hi - lo, size_);
+      reduce_by_op(out, src.data(), size_, hi - lo, op);
       std::memcpy(reinterpret_cast<T*>(slot(set, rank_)) + lo, out, size_t(hi - lo) * sizeof(T));
     }
     barrier();
@@ -500,19 +505,7 @@ void ShmAllReduce::reduce_scatter_typed(const T* in, T* out, int64_t block, Redu
     if (off == 0) check_same_call();
     for (int r = 0; r < size_; ++r)
       src[size_t(r)] = reinterpret_cast<const T*>(slot(set, r)) + rank_ * per;
-    switch (op) {
-      case ReduceOp::sum:
-      case ReduceOp::avg:
-        reduce_into(out + off, src.data(), size_, n, Sum<T>{});
-        break;
-      case ReduceOp::max:
-        reduce_into(out + off, src.data(), size_, n, Max<T>{});
-        break;
-      case ReduceOp::min:
-        reduce_into(out + off, src.data(), size_, n, Min<T>{});
-        break;
-    }
-    if (op == ReduceOp::avg) divide_by(out + off, n, size_);
+    reduce_by_op(out + off, src.data(), size_, n, op);
     // One barrier per chunk: set k is written again two chunks later, after the next
     // chunk's barrier, which every rank reaches only once done reading set k here.
     ++chunks_;
