@@ -117,13 +117,14 @@ void copy_strided(int64_t ndim, const int64_t* sizes, void* dst, DType dst_dtype
   }
   char* base[2] = {static_cast<char*>(dst), const_cast<char*>(static_cast<const char*>(src))};
   const int64_t* strides[2] = {ds.data(), ss.data()};
+  const CollapsedDims<2> dims = collapse_dims<2>(ndim, sizes, strides);
+  if (dims.empty) return;
   visit_dtype(src_dtype, [&](auto s) {
     using From = decltype(s);
     visit_dtype(dst_dtype, [&](auto d) {
       using To = decltype(d);
-      const CollapsedDims<2> dims = collapse_dims<2>(ndim, sizes, strides);
-      if (dims.empty || copy_transposed<To, From>(dims, base)) return;
-      for_each_strided<2>(ndim, sizes, base, strides, [&](char** p, const int64_t* st, int64_t n) {
+      if (copy_transposed<To, From>(dims, base)) return;
+      for_each_strided<2>(dims, base, [&](char** p, const int64_t* st, int64_t n) {
         if (st[0] == dsize && st[1] == ssize) {
           if constexpr (std::is_same_v<To, From>)
             std::memcpy(p[0], p[1], size_t(n) * sizeof(To));

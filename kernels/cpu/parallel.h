@@ -1,9 +1,9 @@
 // One thread budget for the whole process: loom's pool and OpenBLAS share the same count.
 //
 // parallel_for splits [begin, end) into at most num_threads() contiguous chunks of at least
-// `grain` items (kMemoryBoundGrain for streaming kernels) and runs them on a small pool whose workers sleep on a condition variable
-// between jobs (they never spin: on 2 cores a spinning pool slows BLAS down 3x, see
-// TOOLCHAIN.md). Nested calls run serially in the caller.
+// `grain` items (kMemoryBoundGrain for streaming kernels) and runs them on a small pool whose
+// workers sleep on a condition variable between jobs (they never spin: on 2 cores a spinning
+// pool slows BLAS down 3x, see TOOLCHAIN.md). Nested calls run serially in the caller.
 #pragma once
 
 #include <cstdint>

@@ -103,17 +103,22 @@ void for_each_outer(const CollapsedDims<K>& c, char* const* base, int first, int
   }
 }
 
-// Calls loop(ptrs, inner_strides, n) for every run along the innermost dim. ptrs are byte
-// pointers of the K operands at the run's start; strides are in bytes. Dims are collapsed
-// first (collapse_dims), so a contiguous tensor is one run.
+// Calls loop(ptrs, inner_strides, n) for every run along the innermost dim of already
+// collapsed dims. ptrs are byte pointers of the K operands at the run's start; strides are in
+// bytes. A contiguous tensor is one run.
 template <int K, class Loop>
-void for_each_strided(int64_t ndim, const int64_t* sizes, char* const* base,
-                      const int64_t* const* strides, Loop&& loop) {
-  const CollapsedDims<K> c = collapse_dims<K>(ndim, sizes, strides);
+void for_each_strided(const CollapsedDims<K>& c, char* const* base, Loop&& loop) {
   if (c.empty) return;
   int64_t inner[K];
   for (int k = 0; k < K; ++k) inner[k] = c.st[k][0];
   for_each_outer<K>(c, base, 1, -1, -1, [&](char** ptrs) { loop(ptrs, inner, c.sz[0]); });
+}
+
+// The same over dims not yet collapsed (collapse_dims first).
+template <int K, class Loop>
+void for_each_strided(int64_t ndim, const int64_t* sizes, char* const* base,
+                      const int64_t* const* strides, Loop&& loop) {
+  for_each_strided<K>(collapse_dims<K>(ndim, sizes, strides), base, loop);
 }
 
 }  // namespace loom::kernels
