@@ -180,9 +180,9 @@ void gemm_blas_kernel(const GemmArgs& g) {
   const T* b = static_cast<const T*>(g.b);
   T* c = static_cast<T*>(g.c);
   if constexpr (std::is_same_v<T, float>) {
-    if (skinny_sgemm_applies(g)) {
+    if (const SkinnyKernel kernel = skinny_kernel_for(g); kernel != SkinnyKernel::none) {
       run_batched(g, [&](int64_t ao, int64_t bo, int64_t co) {
-        skinny_sgemm(g, a + ao, b + bo, c + co);
+        skinny_sgemm(g, kernel, a + ao, b + bo, c + co);
       });
       return;
     }

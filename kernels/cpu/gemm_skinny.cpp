@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/parallel.h"
+#include "tensor/error.h"
 
 namespace loom::kernels::cpu {
 namespace {
@@ -146,7 +147,7 @@ void dots_block(const GemmArgs& g, const float* a, const float* b, float* c, int
     #pragma GCC unroll 8
     for (int s = 0; s < NR; ++s) {
       float sum = hsum(acc[r][s]);
-      for (int64_t kk = k; kk < g.k; ++kk) sum += ap[r * g.a_rs + kk] * bp[s * g.b_cs + kk];
+      for (int64_t kk = k; kk < k_end; ++kk) sum += ap[r * a_rs + kk] * bp[s * b_cs + kk];
       float& out = c[(i0 + r) * g.c_rs + (j0 + s) * g.c_cs];
       out = g.beta != 0.0f ? sum + g.beta * out : sum;
     }
@@ -184,14 +185,18 @@ bool dots_layout(const GemmArgs& g) {
 
 }  // namespace
 
-bool skinny_sgemm_applies(const GemmArgs& g) {
-  if (g.n <= kSmall && dots_layout(g)) return true;
-  if (!rows_layout(g)) return false;
-  return g.k <= kSmall || (g.m <= kSmall && g.k * g.n * int64_t(sizeof(float)) <= kMaxRereadBBytes);
+SkinnyKernel skinny_kernel_for(const GemmArgs& g) {
+  if (g.n <= kSmall && dots_layout(g)) return SkinnyKernel::dots;
+  const bool rows = rows_layout(g) &&
+                    (g.k <= kSmall ||
+                     (g.m <= kSmall && g.k * g.n * int64_t(sizeof(float)) <= kMaxRereadBBytes));
+  return rows ? SkinnyKernel::rows : SkinnyKernel::none;
 }
 
-void skinny_sgemm(const GemmArgs& g, const float* a, const float* b, float* c) {
-  if (g.n <= kSmall && dots_layout(g)) {
+void skinny_sgemm(const GemmArgs& g, SkinnyKernel kernel, const float* a, const float* b,
+                  float* c) {
+  LOOM_CHECK(kernel != SkinnyKernel::none, "skinny_sgemm: no kernel takes this GEMM");
+  if (kernel == SkinnyKernel::dots) {
     // Split C's rows; a chunk of rows carries g.n * g.k multiply-adds per row.
     const int64_t grain = std::max<int64_t>(kDotsMR, kChunkMacs / std::max<int64_t>(1, g.n * g.k));
     parallel_for(0, g.m, grain, [&](int64_t i0, int64_t i1) { dots_range(g, a, b, c, i0, i1); });

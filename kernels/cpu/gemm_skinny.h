@@ -17,11 +17,13 @@
 
 namespace loom::kernels::cpu {
 
-// Whether skinny_sgemm takes this GEMM (g's sizes and strides; batch dims are ignored).
-bool skinny_sgemm_applies(const GemmArgs& g);
+// Which kernel takes this GEMM (g's sizes and strides; batch dims are ignored), if any.
+enum class SkinnyKernel { none, rows, dots };
+SkinnyKernel skinny_kernel_for(const GemmArgs& g);
 
 // One GEMM of g's sizes and strides at these operand pointers: C = A @ B + beta * C (C is
-// not read when beta is 0). Requires skinny_sgemm_applies(g).
-void skinny_sgemm(const GemmArgs& g, const float* a, const float* b, float* c);
+// not read when beta is 0), by `kernel` = skinny_kernel_for(g), not none.
+void skinny_sgemm(const GemmArgs& g, SkinnyKernel kernel, const float* a, const float* b,
+                  float* c);
 
 }  // namespace loom::kernels::cpu
