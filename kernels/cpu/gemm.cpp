@@ -130,11 +130,16 @@ bool nt_with_aliased_b(const BlasLayout& la, const BlasLayout& lb, int64_t m, in
 // blocks of 8 taken from 8 x 8 register transposes of T.
 void add_transposed(const float* t, int64_t m, int64_t n, float beta, float* c, int64_t ldc,
                     int64_t i_begin, int64_t i_end) {
+  // Row i of C from column j_begin on, one element at a time (the ragged edges).
+  auto scalar_row = [&](int64_t i, int64_t j_begin) {
+    for (int64_t j = j_begin; j < n; ++j)
+      c[i * ldc + j] = (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]) + t[j * m + i];
+  };
   const __m256 vbeta = _mm256_set1_ps(beta);
+  const int64_t n8 = n / 8 * 8;
   int64_t i0 = i_begin;
   for (; i0 + 8 <= i_end; i0 += 8) {
-    int64_t j0 = 0;
-    for (; j0 + 8 <= n; j0 += 8) {
+    for (int64_t j0 = 0; j0 < n8; j0 += 8) {
       __m256 r[8];
       load_transposed_8x8(t + j0 * m + i0, m, r);
       for (int ii = 0; ii < 8; ++ii) {
@@ -143,13 +148,9 @@ void add_transposed(const float* t, int64_t m, int64_t n, float beta, float* c, 
         _mm256_storeu_ps(cp, v);
       }
     }
-    for (int64_t i = i0; i < i0 + 8; ++i)
-      for (int64_t j = j0; j < n; ++j)
-        c[i * ldc + j] = (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]) + t[j * m + i];
+    for (int64_t i = i0; i < i0 + 8; ++i) scalar_row(i, n8);
   }
-  for (int64_t i = i0; i < i_end; ++i)
-    for (int64_t j = 0; j < n; ++j)
-      c[i * ldc + j] = (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]) + t[j * m + i];
+  for (int64_t i = i0; i < i_end; ++i) scalar_row(i, 0);
 }
 
 void sgemm_via_transposed_c(int64_t m, int64_t n, int64_t k, const float* a, BlasLayout la,
