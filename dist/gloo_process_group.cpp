@@ -90,6 +90,19 @@ H narrow(float f) {
   if constexpr (std::is_same_v<H, Half>) return Half{f32_to_f16(f)};
   else return BFloat16{f32_to_bf16(f)};
 }
+template <class H>
+std::vector<float> widened(const H* p, int64_t n) {
+  std::vector<float> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out[size_t(i)] = widen(p[i]);
+  return out;
+}
+template <class H>
+void narrow_into(const std::vector<float>& wide, H* p) {
+  for (size_t i = 0; i < wide.size(); ++i) p[i] = narrow<H>(wide[i]);
+}
+
+template <class T>
+constexpr bool is_16bit_float = std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>;
 
 std::string key_prefix(const std::string& group_name) { return "pg/" + group_name; }
 
@@ -343,12 +356,11 @@ void GlooProcessGroup::run_all_reduce(void* data, int64_t numel, DType dtype, Re
   visit_dtype(dtype, [&](auto zero) {
     using T = decltype(zero);
     T* p = static_cast<T*>(data);
-    if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
+    if constexpr (is_16bit_float<T>) {
       // Widen once, reduce in f32, round once: no per-hop rounding error.
-      std::vector<float> scratch(static_cast<size_t>(numel));
-      for (int64_t i = 0; i < numel; ++i) scratch[size_t(i)] = widen(p[i]);
+      std::vector<float> scratch = widened(p, numel);
       reduce_native(scratch.data(), numel, op, tag);
-      for (int64_t i = 0; i < numel; ++i) p[i] = narrow<T>(scratch[size_t(i)]);
+      narrow_into(scratch, p);
     } else if constexpr (std::is_same_v<T, bool>) {
       gloo_all_reduce(context_, reinterpret_cast<uint8_t*>(p), numel, op, tag, timeout_);
     } else if constexpr (std::is_same_v<T, uint8_t>) {
@@ -477,42 +489,38 @@ std::shared_ptr<Work> GlooProcessGroup::reduce_scatter_async(const Tensor& out,
   return enqueue(
       describe("reduce_scatter", input, reduce_op_name(op)),
       [this, input, out, in, dst, op](uint32_t tag) {
-        if (shm_ && run_shm_reduce_scatter(in, dst, out.numel(), input.dtype(), op)) return;
-        // All-reduce a copy of the whole input (the input is not ours to overwrite), keep our
-        // block: size() times the bytes of a ring reduce-scatter, see the header.
-        const size_t total = input.nbytes();
-        const size_t block = out.nbytes();
-        std::vector<unsigned char> scratch(total);
-        std::memcpy(scratch.data(), in, total);
-        run_all_reduce(scratch.data(), input.numel(), input.dtype(), op, tag);
-        std::memcpy(dst, scratch.data() + block * size_t(rank_), block);
+        run_reduce_scatter(in, dst, out.numel(), input.dtype(), op, tag);
       });
 }
 
-bool GlooProcessGroup::run_shm_reduce_scatter(const void* in, void* out, int64_t block,
-                                              DType dtype, ReduceOp op) {
-  if (block == 0) return true;
-  if (ShmAllReduce::supports(dtype, op)) {
-    shm_->reduce_scatter(in, out, block, dtype, op);
-    return true;
-  }
-  if (!ShmAllReduce::supports(DType::f32, op)) return false;
-  bool done = false;
-  visit_dtype(dtype, [&](auto zero) {
-    using T = decltype(zero);
-    if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
-      // As all_reduce: widen once, reduce in f32, round once.
-      const int64_t numel = block * size_;
-      const T* src = static_cast<const T*>(in);
-      std::vector<float> wide(static_cast<size_t>(numel)), reduced(static_cast<size_t>(block));
-      for (int64_t i = 0; i < numel; ++i) wide[size_t(i)] = widen(src[i]);
-      shm_->reduce_scatter(wide.data(), reduced.data(), block, DType::f32, op);
-      T* dst = static_cast<T*>(out);
-      for (int64_t i = 0; i < block; ++i) dst[i] = narrow<T>(reduced[size_t(i)]);
-      done = true;
+void GlooProcessGroup::run_reduce_scatter(const void* in, void* out, int64_t block, DType dtype,
+                                          ReduceOp op, uint32_t tag) {
+  if (block == 0) return;
+  const size_t esize = dtype_size(dtype);
+  if (shm_) {
+    if (ShmAllReduce::supports(dtype, op)) {
+      shm_->reduce_scatter(in, out, block, dtype, op);
+      return;
     }
-  });
-  return done;
+    bool done = false;
+    visit_dtype(dtype, [&](auto zero) {
+      using T = decltype(zero);
+      if constexpr (is_16bit_float<T>) {  // as all_reduce: widen once, reduce in f32, round once
+        std::vector<float> wide = widened(static_cast<const T*>(in), block * size_);
+        std::vector<float> reduced(static_cast<size_t>(block));
+        shm_->reduce_scatter(wide.data(), reduced.data(), block, DType::f32, op);
+        narrow_into(reduced, static_cast<T*>(out));
+        done = true;
+      }
+    });
+    if (done) return;
+  }
+  // All-reduce a copy of the whole input (the input is not ours to overwrite), keep our
+  // block: size() times the bytes of a ring reduce-scatter, see the header.
+  std::vector<unsigned char> scratch(size_t(block * size_) * esize);
+  std::memcpy(scratch.data(), in, scratch.size());
+  run_all_reduce(scratch.data(), block * size_, dtype, op, tag);
+  std::memcpy(out, scratch.data() + size_t(block * rank_) * esize, size_t(block) * esize);
 }
 
 std::shared_ptr<Work> GlooProcessGroup::barrier_async() {

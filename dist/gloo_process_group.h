@@ -102,8 +102,7 @@ class GlooProcessGroup : public ProcessGroup {
   int size() const override { return size_; }
   std::string backend() const override { return "gloo"; }
   bool debug() const { return debug_; }
-  // Whether all_reduce and broadcast go through shared memory (same host, see the header
-  // comment).
+  // Whether the collectives go through shared memory (same host, see the header comment).
   bool shared_memory() const { return shm_ != nullptr; }
   const std::string& group_name() const { return group_name_; }
   const std::shared_ptr<TCPStore>& store() const { return store_; }
@@ -140,10 +139,10 @@ class GlooProcessGroup : public ProcessGroup {
   void reduce_native(T* data, int64_t numel, ReduceOp op, uint32_t tag);
   void run_broadcast(void* data, int64_t nbytes, int src, uint32_t tag);
   void run_all_gather(void* out, const void* in, int64_t nbytes, uint32_t tag);
-  // reduce_scatter through shared memory (f16/bf16 widened to f32); false when the dtype or
-  // op is not one it takes (u8, bool), and the caller goes through Gloo.
-  bool run_shm_reduce_scatter(const void* in, void* out, int64_t block, DType dtype,
-                              ReduceOp op);
+  // Shared memory where it takes the dtype (f16/bf16 widened to f32), else Gloo: out gets
+  // this rank's `block` elements of the reduction of `in` (size() blocks).
+  void run_reduce_scatter(const void* in, void* out, int64_t block, DType dtype, ReduceOp op,
+                          uint32_t tag);
   void run_barrier(uint32_t tag);
 
   int rank_;

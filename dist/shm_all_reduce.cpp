@@ -113,6 +113,18 @@ void reduce_into(T* __restrict out, const T* const* srcs, int n_src, int64_t n, 
   }
 }
 
+// Calls fn(T{}) for the dtypes the reductions take (supports()); nothing for the others.
+template <class Fn>
+void visit_reduced_dtype(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::f32: return fn(float{});
+    case DType::f64: return fn(double{});
+    case DType::i64: return fn(int64_t{});
+    case DType::i32: return fn(int32_t{});
+    default: return;
+  }
+}
+
 // reduce_into with op's combination; avg is the sum, then divided by n_src as divide_by does.
 template <class T>
 void reduce_by_op(T* out, const T* const* srcs, int n_src, int64_t n, ReduceOp op) {
@@ -364,18 +376,10 @@ void ShmAllReduce::run(const Segment* parts, size_t n_parts, void* out, int64_t 
   LOOM_CHECK(supports(dtype, op), "ShmAllReduce::run: ", dtype_name(dtype), " ", reduce_op_name(op),
              " is not supported; check supports() first");
   if (numel == 0) return;
-  switch (dtype) {
-    case DType::f32:
-      return run_typed(parts, n_parts, static_cast<float*>(out), numel, op);
-    case DType::f64:
-      return run_typed(parts, n_parts, static_cast<double*>(out), numel, op);
-    case DType::i64:
-      return run_typed(parts, n_parts, static_cast<int64_t*>(out), numel, op);
-    case DType::i32:
-      return run_typed(parts, n_parts, static_cast<int32_t*>(out), numel, op);
-    default:
-      break;
-  }
+  visit_reduced_dtype(dtype, [&](auto zero) {
+    using T = decltype(zero);
+    run_typed(parts, n_parts, static_cast<T*>(out), numel, op);
+  });
 }
 
 template <class T>
@@ -479,11 +483,9 @@ void ShmAllReduce::reduce_scatter(const void* in, void* out, int64_t block, DTyp
   LOOM_CHECK(supports(dtype, op), "ShmAllReduce::reduce_scatter: unsupported ", dtype, " ",
              reduce_op_name(op));
   if (block == 0) return;
-  visit_dtype(dtype, [&](auto zero) {
+  visit_reduced_dtype(dtype, [&](auto zero) {
     using T = decltype(zero);
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> ||
-                  std::is_same_v<T, int64_t> || std::is_same_v<T, int32_t>)
-      reduce_scatter_typed(static_cast<const T*>(in), static_cast<T*>(out), block, op);
+    reduce_scatter_typed(static_cast<const T*>(in), static_cast<T*>(out), block, op);
   });
 }
 
