@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,18 @@ std::shared_ptr<GlooProcessGroup> make_group(int rank, int world, int port,
 void check_message(const std::string& msg, const ::testing::Matcher<const std::string&>& m,
                    const std::string& what) {
   check(::testing::Value(msg, m), what + ": unexpected message: " + msg);
+}
+
+// Inside a child: `call` must throw RuntimeError whose message contains `expected` (the
+// ranks' calls, as check_same_call names them).
+void check_throws_naming(const std::function<void()>& call, const std::string& expected,
+                         const std::string& what) {
+  try {
+    call();
+    check(false, what + " did not throw");
+  } catch (const RuntimeError& e) {
+    check_message(e.what(), HasSubstr(expected), what);
+  }
 }
 
 double v(int r, int64_t i) { return double((i + 3 * r) % 11 - 5) * (r + 1); }
@@ -123,13 +136,16 @@ void exact_values_every_dtype_op_and_size(int world) {
       60s));
 }
 
-TEST(ShmAllReduce, ExactValuesEveryDtypeOpAndSizeTwoRanks) {
+// The tests below that take a rank count run with 2 and with 3 ranks.
+class ShmRanks : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(ShmAllReduce, ShmRanks, ::testing::Values(2, 3),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::to_string(info.param) + "Ranks";
+                         });
+
+TEST_P(ShmRanks, ExactValuesEveryDtypeOpAndSize) {
   LOOM_SKIP_WITHOUT_SHM();
-  exact_values_every_dtype_op_and_size(2);
-}
-TEST(ShmAllReduce, ExactValuesEveryDtypeOpAndSizeThreeRanks) {
-  LOOM_SKIP_WITHOUT_SHM();
-  exact_values_every_dtype_op_and_size(3);
+  exact_values_every_dtype_op_and_size(GetParam());
 }
 
 // Non-integer f32 data: element i of rank r.
@@ -308,13 +324,9 @@ void all_gather_every_size(int world) {
       60s));
 }
 
-TEST(ShmAllReduce, AllGatherEverySizeTwoRanks) {
+TEST_P(ShmRanks, AllGatherEverySize) {
   LOOM_SKIP_WITHOUT_SHM();
-  all_gather_every_size(2);
-}
-TEST(ShmAllReduce, AllGatherEverySizeThreeRanks) {
-  LOOM_SKIP_WITHOUT_SHM();
-  all_gather_every_size(3);
+  all_gather_every_size(GetParam());
 }
 
 // reduce_scatter: rank r's input is v(r, k) for k over all world * block elements, so rank
@@ -359,13 +371,9 @@ void reduce_scatter_exact_values(int world) {
       60s));
 }
 
-TEST(ShmAllReduce, ReduceScatterExactValuesTwoRanks) {
+TEST_P(ShmRanks, ReduceScatterExactValues) {
   LOOM_SKIP_WITHOUT_SHM();
-  reduce_scatter_exact_values(2);
-}
-TEST(ShmAllReduce, ReduceScatterExactValuesThreeRanks) {
-  LOOM_SKIP_WITHOUT_SHM();
-  reduce_scatter_exact_values(3);
+  reduce_scatter_exact_values(GetParam());
 }
 
 // The header's promise: a rank's block equals that block of an all_reduce bit for bit (the
@@ -397,18 +405,15 @@ TEST(ShmAllReduce, AllGatherAgainstReduceScatterFailsOnEveryRankNamingBoth) {
   LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(2, [](int rank, int port) {
     auto pg = make_group(rank, 2, port);
-    try {
-      if (rank == 0)
-        pg->all_gather(zeros({4}, DType::f32));
-      else
-        pg->reduce_scatter(zeros({8}, DType::f32), ReduceOp::sum);
-      check(false, "all_gather against reduce_scatter did not throw");
-    } catch (const RuntimeError& e) {
-      check_message(e.what(),
-                    HasSubstr("rank 0: all_gather of 16 bytes per rank; rank 1: reduce_scatter "
-                              "f32 x 4 per rank sum"),
-                    "mismatch");
-    }
+    check_throws_naming(
+        [&] {
+          if (rank == 0)
+            pg->all_gather(zeros({4}, DType::f32));
+          else
+            pg->reduce_scatter(zeros({8}, DType::f32), ReduceOp::sum);
+        },
+        "rank 0: all_gather of 16 bytes per rank; rank 1: reduce_scatter f32 x 4 per rank sum",
+        "all_gather against reduce_scatter");
     finish(*pg);
   }));
 }
@@ -463,32 +468,25 @@ void broadcast_every_root(int world) {
       60s));
 }
 
-TEST(ShmAllReduce, BroadcastFromEveryRootTwoRanks) {
+TEST_P(ShmRanks, BroadcastFromEveryRoot) {
   LOOM_SKIP_WITHOUT_SHM();
-  broadcast_every_root(2);
-}
-TEST(ShmAllReduce, BroadcastFromEveryRootThreeRanks) {
-  LOOM_SKIP_WITHOUT_SHM();
-  broadcast_every_root(3);
+  broadcast_every_root(GetParam());
 }
 
 TEST(ShmAllReduce, BroadcastAgainstAllReduceFailsOnEveryRankNamingBoth) {
   LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(2, [](int rank, int port) {
     auto pg = make_group(rank, 2, port);
-    try {
-      Tensor t = zeros({4}, DType::f32);
-      if (rank == 0)
-        pg->broadcast(t, 1);
-      else
-        pg->all_reduce(t, ReduceOp::max);
-      check(false, "broadcast against all_reduce did not throw");
-    } catch (const RuntimeError& e) {
-      check_message(e.what(),
-                    HasSubstr("rank 0: broadcast of 16 bytes from rank 1; rank 1: all_reduce "
-                              "f32 x 4 max"),
-                    "mismatch");
-    }
+    check_throws_naming(
+        [&] {
+          Tensor t = zeros({4}, DType::f32);
+          if (rank == 0)
+            pg->broadcast(t, 1);
+          else
+            pg->all_reduce(t, ReduceOp::max);
+        },
+        "rank 0: broadcast of 16 bytes from rank 1; rank 1: all_reduce f32 x 4 max",
+        "broadcast against all_reduce");
     finish(*pg);
   }));
 }
@@ -497,16 +495,14 @@ TEST(ShmAllReduce, MismatchedCallsFailOnEveryRankAndTheGroupRecovers) {
   LOOM_SKIP_WITHOUT_SHM();
   expect_all_passed(run_ranks(2, [](int rank, int port) {
     auto pg = make_group(rank, 2, port);
-    try {
-      Tensor t = zeros({rank == 0 ? 10 : 20}, DType::f32);
-      pg->all_reduce(t, ReduceOp::sum);
-      check(false, "all_reduces of different sizes did not throw");
-    } catch (const RuntimeError& e) {
-      check_message(e.what(),
-                    HasSubstr("the ranks called different collectives: rank 0: all_reduce f32 x "
-                              "10 sum; rank 1: all_reduce f32 x 20 sum"),
-                    "mismatch");
-    }
+    check_throws_naming(
+        [&] {
+          Tensor t = zeros({rank == 0 ? 10 : 20}, DType::f32);
+          pg->all_reduce(t, ReduceOp::sum);
+        },
+        "the ranks called different collectives: rank 0: all_reduce f32 x 10 sum; rank 1: "
+        "all_reduce f32 x 20 sum",
+        "all_reduces of different sizes");
     Tensor t = full({3}, rank + 1.0, DType::f32);
     pg->all_reduce(t);
     check_values(t, {3, 3, 3}, "the next all_reduce");

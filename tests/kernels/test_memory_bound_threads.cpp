@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/threads_guard.h"
 #include "tensor/factories.h"
 #include "tensor/native.h"
 #include "tensor/random.h"
@@ -16,10 +17,6 @@
 namespace loom {
 namespace {
 
-struct ThreadsGuard {
-  int saved = get_num_threads();
-  ~ThreadsGuard() { set_num_threads(saved); }
-};
 
 bool same_bits(const Tensor& a, const Tensor& b) {
   return a.sizes() == b.sizes() && a.dtype() == b.dtype() &&

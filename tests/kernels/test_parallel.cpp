@@ -13,14 +13,11 @@
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/threads_guard.h"
 
 namespace loom {
 namespace {
 
-struct ThreadsGuard {
-  int saved = get_num_threads();
-  ~ThreadsGuard() { set_num_threads(saved); }
-};
 
 // The chunks one call makes, in the order they finished.
 std::vector<std::pair<int64_t, int64_t>> chunks_of(int64_t begin, int64_t end, int64_t grain) {

@@ -7,7 +7,7 @@
 
 #include <cmath>
 
-#include "kernels/cpu/parallel.h"
+#include "kernels/threads_guard.h"
 #include "tensor/factories.h"
 #include "tensor/native.h"
 
@@ -148,10 +148,9 @@ TEST(Copy, TransposesInTilesForEveryElementSize) {
 
 TEST(Copy, LargeTransposeSplitsOverThreadsWithTheSameResult) {
   // 600 x 700 = 420K elements: above one parallel chunk, so 2+ threads share the plane.
-  const int before = get_num_threads();
+  ThreadsGuard restore;
   set_num_threads(3);
   expect_permuted_copy({600, 700}, {1, 0}, DType::f32);
-  set_num_threads(before);
 }
 
 TEST(Copy, MetaAndDeviceErrors) {

@@ -9,7 +9,7 @@
 #include <utility>
 
 #include "kernels/cpu/gemm.h"
-#include "kernels/cpu/parallel.h"
+#include "kernels/threads_guard.h"
 #include "tensor/allocator.h"
 #include "tensor/factories.h"
 #include "tensor/native.h"
@@ -234,12 +234,11 @@ TEST(Matmul, LowPrecisionCrossesPanelAndKBlockBoundaries) {
 TEST(Matmul, ResultDoesNotDependOnThreadCount) {
   manual_seed(12);
   Tensor a = rnd({4, 64, 64}), b = rnd({64, 64});
-  int saved = get_num_threads();
+  ThreadsGuard restore;
   set_num_threads(1);
   Tensor one = native::matmul(a, b);
   set_num_threads(2);
   Tensor two = native::matmul(a, b);
-  set_num_threads(saved);
   EXPECT_TRUE(one.allclose(two, 1e-6, 1e-6));
 }
 
@@ -402,7 +401,7 @@ TEST(MatmulSkinny, SplitOverThreadsGivesTheSameBits) {
   const std::pair<Tensor, Tensor> cases[] = {{rnd({600, 8}), rnd({8, 2048})},
                                              {rnd({2000, 512}), t2(rnd({9, 512}))},
                                              {rnd({16, 256}), rnd({256, 1900})}};
-  const int saved = get_num_threads();
+  ThreadsGuard restore;
   for (const auto& [a, b] : cases) {
     set_num_threads(1);
     Tensor one = native::matmul(a, b);
@@ -411,7 +410,6 @@ TEST(MatmulSkinny, SplitOverThreadsGivesTheSameBits) {
     EXPECT_TRUE(one.equal(three));
     check(a, b);
   }
-  set_num_threads(saved);
 }
 
 // x @ w^T with w's rows 4 KiB apart (K a multiple of 1024) and 32-512 rows of x: the f32
@@ -428,10 +426,9 @@ TEST(MatmulTransposedC, LinearShapedProductsMatchTheReference) {
   // Through linear: the bias pre-fills C, so the transposed product is added to it.
   check_linear(rnd({100, 1024}), rnd({50, 1024}), rnd({50}));
   check_linear(rnd({3, 40, 1024}), rnd({24, 1024}), rnd({24}));
-  const int saved = get_num_threads();
+  ThreadsGuard restore;
   set_num_threads(3);  // 512 x 1000 outputs: the transposing pass splits over threads
   check_linear(rnd({512, 1024}), rnd({1000, 1024}), rnd({1000}));
-  set_num_threads(saved);
 }
 
 TEST(GemmTiming, CountsEveryKernelCallOnlyWhileOn) {

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/threads_guard.h"
 #include "tensor/factories.h"
 #include "tensor/native.h"
 #include "tensor/random.h"
@@ -31,11 +32,6 @@ Moments moments(const Tensor& t) {
   return m;
 }
 
-// Restores the thread count a test changes.
-struct ThreadsGuard {
-  int saved = get_num_threads();
-  ~ThreadsGuard() { set_num_threads(saved); }
-};
 
 TEST(Random, SameSeedSameNumbersDifferentSeedsDiffer) {
   manual_seed(1234);
