@@ -41,8 +41,10 @@ std::vector<std::string> own_argv() {
   return argv;
 }
 
-// Threads per process: the cores shared evenly by the local ranks (one thread budget).
+// Threads per process: LOOM_NUM_THREADS when the user set it (a bad value throws its
+// ValueError), else the cores shared evenly by the local ranks (one thread budget).
 int threads_per_rank(int local_world) {
+  if (std::optional<int> n = num_threads_from_env()) return *n;
   int cores = int(std::max(1u, std::thread::hardware_concurrency()));
   return std::max(1, cores / std::max(1, local_world));
 }
@@ -79,6 +81,7 @@ DDPStrategy::~DDPStrategy() {
 }
 
 void DDPStrategy::launch(const std::function<void()>& fn) {
+  (void)num_threads_from_env();  // a bad LOOM_NUM_THREADS fails here, before any rank starts
   if (!env_) env_ = dist::detect_cluster_environment();
   int expected = int(devices_.size()) * num_nodes_;
   if (env_->creates_processes_externally()) {

@@ -1,14 +1,18 @@
 #include "kernels/cpu/parallel.h"
 
 #include <algorithm>
+#include <charconv>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <new>
 #include <pthread.h>
+#include <string_view>
 #include <thread>
 #include <vector>
+
+#include "tensor/error.h"  // header only: the error types (kernels link nothing of tensor/)
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -88,13 +92,9 @@ class Pool {
   std::exception_ptr error_;
 };
 
-int initial_threads() {
-  if (const char* s = std::getenv("LOOM_NUM_THREADS")) {
-    int n = std::atoi(s);
-    if (n > 0) return n;
-  }
-  return std::max(1u, std::thread::hardware_concurrency());
-}
+int cores() { return int(std::max(1u, std::thread::hardware_concurrency())); }
+
+int initial_threads() { return num_threads_from_env().value_or(cores()); }
 
 int g_num_threads = 0;
 std::mutex g_pool_mu;
@@ -120,6 +120,24 @@ Pool& pool() {
 }
 
 }  // namespace
+
+std::optional<int> parse_num_threads(const char* value) {
+  if (!value || !*value) return std::nullopt;
+  std::string_view text(value);
+  int n = 0;
+  // Digits only: from_chars alone would take a leading '-' and stop at the first non-digit
+  // ("3x" as 3). A count too large for an int is refused too.
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  bool digits_only = text.find_first_not_of("0123456789") == std::string_view::npos;
+  if (!digits_only || ec != std::errc() || end != text.data() + text.size() || n <= 0)
+    throw ValueError(detail::concat(
+        "LOOM_NUM_THREADS='", text, "' is invalid: it must be a positive integer, the threads "
+        "each process uses (e.g. LOOM_NUM_THREADS=", cores(), "); unset it to use every core (",
+        cores(), " here, split between the ranks under DDP)"));
+  return n;
+}
+
+std::optional<int> num_threads_from_env() { return parse_num_threads(std::getenv("LOOM_NUM_THREADS")); }
 
 int get_num_threads() { return pool().size(); }
 

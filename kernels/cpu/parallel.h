@@ -8,13 +8,21 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 
 namespace loom {
 
 // Threads used by loom's kernels and by OpenBLAS. Default: LOOM_NUM_THREADS, else the
-// number of cores.
+// number of cores. get_num_threads() (and the first parallel kernel) throws the ValueError of
+// num_threads_from_env() when LOOM_NUM_THREADS is set to something else than a count.
 int get_num_threads();
 void set_num_threads(int n);
+
+// LOOM_NUM_THREADS, checked: nullopt when it is unset or empty, the count when it is a
+// positive integer (decimal digits only), else loom::ValueError naming the variable, its value
+// and what it accepts. parse_num_threads is the check on a given value (nullptr: unset).
+std::optional<int> num_threads_from_env();
+std::optional<int> parse_num_threads(const char* value);
 
 namespace kernels {
 // Elements per parallel chunk, at least, for memory-bound kernels (elementwise, copies,

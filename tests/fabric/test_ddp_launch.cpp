@@ -17,6 +17,7 @@
 #include "dist/init.h"
 #include "fabric/ddp.h"
 #include "fabric/fabric.h"
+#include "kernels/cpu/parallel.h"
 #include "tests/fabric/ddp_harness.h"
 
 namespace loom::ddptest {
@@ -81,6 +82,34 @@ void expect_reexecuted_ranks(int world) {
 
 TEST(DdpLaunch, ReexecutesTheProgramWithTheRankVariablesTwoRanks) { expect_reexecuted_ranks(2); }
 TEST(DdpLaunch, ReexecutesTheProgramWithTheRankVariablesThreeRanks) { expect_reexecuted_ranks(3); }
+
+// LOOM_NUM_THREADS under DDP: a value the user set is every rank's thread count; a bad one
+// fails launch() before any rank starts.
+LOOM_DDP_SCENARIO(threads) {
+  Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .devices = 2});
+  try {
+    fabric.launch();
+  } catch (const ValueError& e) {
+    record_text(0, "error", e.what());
+    return;
+  }
+  record(fabric.global_rank(), "threads", double(get_num_threads()));
+  fabric.barrier();
+}
+
+TEST(DdpLaunch, EveryRankUsesTheThreadCountTheUserSet) {
+  Job job = run_job("threads", {{"LOOM_NUM_THREADS", "3"}}, 30s);
+  ASSERT_TRUE(job.ok()) << job.describe();
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(job.rank(r).value("threads"), 3.0) << job.describe();
+}
+
+TEST(DdpLaunch, ABadThreadCountFailsLaunchBeforeAnyRankStarts) {
+  Job job = run_job("threads", {{"LOOM_NUM_THREADS", "3x"}}, 30s);
+  ASSERT_TRUE(job.ok()) << job.describe();
+  EXPECT_THAT(job.rank(0).text("error"),
+              HasSubstr("LOOM_NUM_THREADS='3x' is invalid: it must be a positive integer"));
+  EXPECT_EQ(job.rank_files().size(), 1u) << "no other rank ran\n" << job.describe();
+}
 
 // ---- ddp_spawn ----
 

@@ -5,7 +5,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -14,10 +20,12 @@
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/threads_guard.h"
+#include "tensor/error.h"
 
 namespace loom {
 namespace {
 
+using ::testing::HasSubstr;
 
 // The chunks one call makes, in the order they finished.
 std::vector<std::pair<int64_t, int64_t>> chunks_of(int64_t begin, int64_t end, int64_t grain) {
@@ -154,6 +162,69 @@ TEST(ParallelFor, ConcurrentCallersShareThePool) {
     });
   for (auto& c : callers) c.join();
   EXPECT_EQ(total.load(), 4 * 50 * 1000);
+}
+
+// ---- LOOM_NUM_THREADS ----
+
+// The message parse_num_threads throws for `value` ("" when it accepts it).
+std::string refusal_of(const char* value) {
+  try {
+    (void)parse_num_threads(value);
+  } catch (const ValueError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(NumThreadsEnv, AcceptsPositiveIntegersAndTreatsUnsetAsEveryCore) {
+  EXPECT_EQ(parse_num_threads(nullptr), std::nullopt);
+  EXPECT_EQ(parse_num_threads(""), std::nullopt);
+  EXPECT_EQ(parse_num_threads("1"), 1);
+  EXPECT_EQ(parse_num_threads("3"), 3);
+  EXPECT_EQ(parse_num_threads("64"), 64);
+}
+
+TEST(NumThreadsEnv, RefusesAnythingButAPositiveIntegerNamingTheVariableAndValue) {
+  for (const char* bad : {"abc", "0", "-1", "3x", "x3", " 2", "2 ", "+2", "1.5", "0x4",
+                          "99999999999999999999"}) {
+    std::string message = refusal_of(bad);
+    EXPECT_THAT(message, HasSubstr(std::string("LOOM_NUM_THREADS='") + bad + "' is invalid"))
+        << "value '" << bad << "'";
+    EXPECT_THAT(message, HasSubstr("must be a positive integer"));
+    EXPECT_THAT(message, HasSubstr("unset it to use every core"));
+  }
+}
+
+// Run by NumThreadsEnv.AFreshProcessRefusesABadValue in a child process (skipped otherwise):
+// the first get_num_threads() of a process reads LOOM_NUM_THREADS.
+TEST(NumThreadsEnv, ProbeChild) {
+  if (!std::getenv("LOOM_NUM_THREADS_PROBE")) GTEST_SKIP() << "runs only as a child of another test";
+  try {
+    std::printf("threads %d\n", get_num_threads());
+  } catch (const ValueError& e) {
+    std::printf("error %s\n", e.what());
+  }
+}
+
+// What a fresh copy of this binary prints from ProbeChild under LOOM_NUM_THREADS=value.
+std::string probe(const std::string& value) {
+  std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  std::string command = "LOOM_NUM_THREADS_PROBE=1 LOOM_NUM_THREADS='" + value + "' timeout 60 '" +
+                        exe + "' --gtest_filter=NumThreadsEnv.ProbeChild 2>&1";
+  std::string out;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return "popen failed";
+  char buf[512];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  ::pclose(pipe);
+  return out;
+}
+
+TEST(NumThreadsEnv, AFreshProcessRefusesABadValue) {
+  EXPECT_THAT(probe("3"), HasSubstr("threads 3\n"));
+  for (const char* bad : {"abc", "0", "-1", "3x"})
+    EXPECT_THAT(probe(bad), HasSubstr(std::string("error LOOM_NUM_THREADS='") + bad +
+                                      "' is invalid: it must be a positive integer"));
 }
 
 }  // namespace
