@@ -11,7 +11,9 @@ namespace loom {
 namespace {
 
 const char* kAccelerators = "cpu, cuda, gpu, mps, tpu, auto";
-const char* kStrategies = "auto, single_device, dp, ddp, ddp_spawn, deepspeed, fsdp";
+// The strategies Fabric runs, and those it knows by name but does not have yet.
+const char* kStrategies =
+    "auto, single_device, dp, ddp, ddp_spawn; not yet available: fsdp, deepspeed";
 
 std::shared_ptr<Accelerator> make_accelerator(std::string name) {
   if (name == "gpu") name = "cuda";
@@ -133,8 +135,8 @@ std::shared_ptr<Strategy> make_strategy(const std::string& name, int num_devices
     return std::make_shared<DDPStrategy>(DDPOptions{.spawn = name == "ddp_spawn"});
   if (name == "dp") return std::make_shared<DataParallelStrategy>();
   if (name == "fsdp" || name == "deepspeed")
-    throw ValueError("strategy '" + name + "' is not yet available in this build of loom; "
-                     "use 'single_device' (or 'auto' with devices=1)");
+    throw ValueError("strategy '" + name + "' is not yet available in loom; use 'ddp' for "
+                     "several devices or 'single_device' for one; valid: " + kStrategies);
   throw ValueError("unknown strategy '" + name + "'; valid: " + kStrategies);
 }
 
