@@ -6,6 +6,7 @@
 
 #include "fabric/ddp.h"
 #include "fabric/dp.h"
+#include "kernels/cuda_status.h"
 
 namespace loom {
 namespace {
@@ -22,11 +23,14 @@ std::shared_ptr<Accelerator> make_accelerator(std::string name) {
   if (name == "cuda") {
     auto a = std::make_shared<CUDAAccelerator>();
     if (!a->is_available())
-      throw ValueError("accelerator 'cuda' was requested but no CUDA device is available"
-#ifndef LOOM_WITH_CUDA
-                       " (this build has no CUDA support; configure with -DLOOM_CUDA=ON)"
+      throw ValueError(std::string("accelerator 'cuda' was requested but no CUDA device is "
+                                   "available: ") +
+#ifdef LOOM_WITH_CUDA
+                       "CUDA sees none; use accelerator='cpu' or 'auto'"
+#else
+                       kNoCudaBackend
 #endif
-                       "; use accelerator='cpu' or 'auto'");
+      );
     return a;
   }
   if (name == "mps" || name == "tpu")

@@ -8,8 +8,10 @@
 // initialisers.
 #pragma once
 
+#include <string>
 #include <string_view>
 
+#include "kernels/cuda_status.h"
 #include "tensor/device.h"
 #include "tensor/dtype.h"
 #include "tensor/error.h"
@@ -34,8 +36,8 @@ class KernelTable {
     if (!fn) [[unlikely]]
       throw ValueError(detail::concat(op, ": not implemented for dtype ", dtype, " on ",
                                       Device(device).str(), device == DeviceType::cuda
-                                          ? " (was loom built with -DLOOM_CUDA=ON?)"
-                                          : ""));
+                                          ? std::string(" (") + kNoCudaBackend + ")"
+                                          : std::string()));
     return fn;
   }
 

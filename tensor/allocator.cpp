@@ -8,6 +8,7 @@
 #include <new>
 #include <vector>
 
+#include "kernels/cuda_status.h"
 #include "tensor/error.h"
 
 namespace loom {
@@ -150,7 +151,7 @@ class CpuAllocator final : public Allocator {
 class MissingAllocator final : public Allocator {
  public:
   void* allocate(size_t) override {
-    throw RuntimeError("cuda: loom was built without CUDA; configure with -DLOOM_CUDA=ON");
+    throw RuntimeError(std::string("cuda: cannot allocate CUDA memory: ") + kNoCudaBackend);
   }
   void deallocate(void*, size_t) override {}
 };

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/copy.h"
+#include "kernels/cuda_status.h"
 #include "tensor/native.h"
 
 namespace loom::native {
@@ -247,7 +248,7 @@ void copy_(const Tensor& dst, const Tensor& src) {
                                       " into real storage: meta tensors hold no values"));
   if (!dst.is_cpu() || !s.is_cpu())
     throw RuntimeError(detail::concat("copy_: copying ", s.device(), " -> ", dst.device(),
-                                      " needs the CUDA backend; configure with -DLOOM_CUDA=ON"));
+                                      " needs a CUDA backend: ", kNoCudaBackend));
   if (dst.numel() == 0) return;
   kernels::cpu::copy_strided(dst.dim(), dst.sizes().data(), dst.raw_data_ptr(), dst.dtype(),
                              dst.strides().data(), s.raw_data_ptr(), s.dtype(),
@@ -258,7 +259,8 @@ void fill_(const Tensor& dst, Scalar value) {
   dst.storage()->bump_version();
   if (dst.is_meta() || dst.numel() == 0) return;
   if (!dst.is_cpu())
-    throw RuntimeError("fill_: CUDA tensors need the CUDA backend; configure with -DLOOM_CUDA=ON");
+    throw RuntimeError(detail::concat("fill_: ", dst.device(), " tensors need a CUDA backend: ",
+                                      kNoCudaBackend));
   kernels::cpu::fill_strided(dst.dim(), dst.sizes().data(), dst.raw_data_ptr(), dst.dtype(),
                              dst.strides().data(), value);
 }

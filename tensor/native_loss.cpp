@@ -3,6 +3,7 @@
 // (kernels/cpu/cross_entropy.h). Losses are accumulated in f32 (f64 for f64 logits) and
 // rounded to the logits' dtype at the end, as the precision design asks of losses.
 #include "kernels/cpu/cross_entropy.h"
+#include "tensor/device_check.h"
 #include "tensor/native.h"
 
 namespace loom::native {
@@ -67,13 +68,6 @@ int64_t check_targets(const Tensor& target, int64_t C, int64_t ignore_index, con
     ++count;
   }
   return count;
-}
-
-void check_cpu(const Tensor& t, const char* op) {
-  if (!t.is_cpu())
-    throw RuntimeError(detail::concat(op, ": ", t.device(),
-                                      " tensors need the CUDA backend; configure with "
-                                      "-DLOOM_CUDA=ON"));
 }
 
 DType stat_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }

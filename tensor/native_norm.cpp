@@ -3,6 +3,7 @@
 // x.shape[:-k] and dtype f32 for 16-bit inputs (x's dtype otherwise); weight and bias are
 // used in x's dtype and their gradients come back in their own dtype.
 #include "kernels/cpu/layer_norm.h"
+#include "tensor/device_check.h"
 #include "tensor/native.h"
 
 namespace loom::native {
@@ -10,13 +11,6 @@ namespace loom::native {
 namespace {
 
 DType stat_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
-
-void check_cpu(const Tensor& t, const char* op) {
-  if (t.defined() && !t.is_cpu())
-    throw RuntimeError(detail::concat(op, ": ", t.device(),
-                                      " tensors need the CUDA backend; configure with "
-                                      "-DLOOM_CUDA=ON"));
-}
 
 // Validates x against normalized_shape and the affine parameters; returns (M, K).
 std::pair<int64_t, int64_t> check_layer_norm(const Tensor& x, const Shape& normalized_shape,

@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/reduce.h"
+#include "tensor/device_check.h"
 #include "tensor/native.h"
 
 namespace loom::native {
@@ -90,13 +91,6 @@ ReduceLayout layout_for(const Tensor& x, const ReducePlan& p) {
   l.src = contiguous(permute(x, perm));
   l.O = l.R == 0 ? shape_numel(p.kept_shape) : x.numel() / l.R;
   return l;
-}
-
-void check_cpu(const Tensor& x, const char* op) {
-  if (!x.is_cpu())
-    throw RuntimeError(detail::concat(op, ": ", x.device(),
-                                      " tensors need the CUDA backend; configure with "
-                                      "-DLOOM_CUDA=ON"));
 }
 
 // Runs a sum-family kernel (sum, mean) into a tensor of the accumulate dtype.

@@ -2,6 +2,7 @@
 // split the kernels take (kernels/cpu/softmax.h). Inputs are made contiguous first (a no-op
 // for the usual contiguous activations); the output is contiguous with the input's shape.
 #include "kernels/cpu/softmax.h"
+#include "tensor/device_check.h"
 #include "tensor/native.h"
 
 namespace loom::native {
@@ -12,13 +13,6 @@ void check_floating(const Tensor& t, const char* op) {
   if (!is_floating(t.dtype()))
     throw ValueError(detail::concat(op, ": expected a floating dtype, got ", t.dtype(),
                                     "; convert with .to(DType::f32) first"));
-}
-
-void check_cpu(const Tensor& t, const char* op) {
-  if (!t.is_cpu())
-    throw RuntimeError(detail::concat(op, ": ", t.device(),
-                                      " tensors need the CUDA backend; configure with "
-                                      "-DLOOM_CUDA=ON"));
 }
 
 struct Split {
