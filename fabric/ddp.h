@@ -67,6 +67,7 @@ class DDPStrategy : public Strategy {
   void set_cluster_environment(std::shared_ptr<dist::ClusterEnvironment> env) { env_ = std::move(env); }
   bool works_without_launch() const override { return false; }
   void launch(const std::function<void()>& fn) override;
+  bool launch_needs_function() const override { return options_.spawn; }
   void setup_environment() override;
   int world_size() const override { return world_size_; }
   int global_rank() const override { return global_rank_; }

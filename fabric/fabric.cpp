@@ -26,6 +26,14 @@ Fabric::Fabric(FabricOptions options) {
 Fabric::~Fabric() = default;
 
 void Fabric::launch() {
+  // The forked ranks of ddp_spawn run only launch's function and end with it: without one,
+  // the code after launch() would run on rank 0 alone and fail in its first collective.
+  if (strategy_->launch_needs_function())
+    throw ValueError(detail::concat(
+        "launch: the '", strategy_->name(), "' strategy runs the other ranks in forked processes "
+        "that execute only the function given to launch; call fabric.launch(fn) (fn(Fabric&, "
+        "args...) holding the training code), or use strategy 'ddp', which starts every rank "
+        "from the top of the program and works with launch()"));
   launch_with([] {});
 }
 

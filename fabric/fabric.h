@@ -119,6 +119,7 @@ class Fabric {
 
   // ---- processes ----
   // Starts the other processes when the strategy needs them, then sets the environment up.
+  // ddp_spawn refuses it (ValueError): its forked ranks need the function of launch(fn).
   void launch();
   // launch() then fn(*this, args...) in every process; returns rank 0's result. With
   // ddp_spawn the other ranks are forked children whose failure makes this throw.

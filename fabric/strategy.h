@@ -41,6 +41,9 @@ class Strategy {
   virtual bool works_without_launch() const { return true; }
   // Starts the other processes where needed and calls fn in each (this one included).
   virtual void launch(const std::function<void()>& fn) { fn(); }
+  // Whether the other processes can only run a function given to launch (ddp_spawn forks
+  // them into fn); then Fabric::launch() without one is refused.
+  virtual bool launch_needs_function() const { return false; }
   // Process group up, device chosen; runs in every process before user code.
   virtual void setup_environment() {}
   virtual Device root_device() const;

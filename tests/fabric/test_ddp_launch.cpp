@@ -141,6 +141,34 @@ LOOM_DDP_SCENARIO(spawn) {
   record(0, "done", 1.0);
 }
 
+// launch() without a function under ddp_spawn: refused before anything forks, and the same
+// Fabric then launches with one.
+LOOM_DDP_SCENARIO(spawn_without_function) {
+  Fabric fabric({.accelerator = "cpu", .strategy = "ddp_spawn", .devices = 2});
+  try {
+    fabric.launch();
+    record(fabric.global_rank(), "launched", 1.0);
+  } catch (const ValueError& e) {
+    record_text(0, "error", e.what());
+  }
+  record(0, "launched_after_error", fabric.launched() ? 1.0 : 0.0);
+  int sum = fabric.launch(
+      [](Fabric& f) { return int(f.all_reduce(double(f.global_rank() + 1), ReduceOp::sum)); });
+  record(0, "rank_sum", double(sum));
+}
+
+TEST(DdpSpawn, LaunchWithoutAFunctionIsRefusedAtOnce) {
+  Job job = run_job("spawn_without_function", {}, 30s);
+  ASSERT_TRUE(job.ok()) << job.describe();
+  RankRecord zero = job.rank(0);
+  EXPECT_FALSE(zero.has("launched")) << job.describe();
+  EXPECT_THAT(zero.text("error"), HasSubstr("'ddp_spawn' strategy")) << job.describe();
+  EXPECT_THAT(zero.text("error"), HasSubstr("call fabric.launch(fn)"));
+  EXPECT_EQ(zero.value("launched_after_error"), 0.0);
+  EXPECT_EQ(zero.value("rank_sum"), 3.0) << job.describe();
+  EXPECT_EQ(job.rank_files().size(), 1u) << "only rank 0 records\n" << job.describe();
+}
+
 TEST(DdpSpawn, ForksTheRanksAndReturnsRankZerosResult) {
   Job job = run_job("spawn", {{"LOOM_DDP_WORLD", "3"}});
   ASSERT_TRUE(job.ok()) << job.describe();
