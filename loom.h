@@ -1,4 +1,4 @@
-// loom: one include for the whole public API (DESIGN.md "Contract sketch").
+// loom: one include for the whole public API (docs/design.md "Contract sketch").
 #pragma once
 
 #include "autograd/grad_mode.h"

@@ -1,6 +1,6 @@
 // Differentiable reductions, softmax, losses and normalisation.
 //
-// Under autocast these run in f32 (DESIGN.md "Precision"): low-precision inputs are cast up
+// Under autocast these run in f32 (docs/design.md "Precision"): low-precision inputs are cast up
 // first, through the differentiable to(), so their gradients come back in the input dtype.
 #include <numeric>
 

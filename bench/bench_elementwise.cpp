@@ -2,8 +2,8 @@
 //
 // Napkin math: add of two 16M-element f32 tensors moves 3 x 64 MiB (read a, read b, write
 // out) and does 16M flops, so it is memory bound: the ceiling is a plain memcpy, which moves
-// 2 x 64 MiB (read + write; TOOLCHAIN.md measured ~23.5 GB/s on 1 thread, ~31 on 2). The
-// target is add >= 70% of memcpy's GB/s on one thread. relu is as cheap as add per byte;
+// 2 x 64 MiB (read + write; docs/design.md "Machines" gives ~23.5 GB/s on 1 thread, ~31 on
+// 2). The target is add >= 70% of memcpy's GB/s on one thread. relu is as cheap as add per byte;
 // gelu_erf is the one that may become compute bound (Eigen's vectorised erf, ~20 flops per
 // element). f16 add moves 3 x 32 MiB and converts to f32 and back in blocks.
 //

@@ -2,8 +2,8 @@
 // binary, for 1 and 2 threads; and bf16/f16 matmul (converted to f32 in panels) at the same size.
 //
 // Napkin math: a 1024^3 GEMM is 2 * 1024^3 = 2.15 GFLOP. This machine's ceiling is OpenBLAS
-// itself (TOOLCHAIN.md: 85 GFLOP/s on 1 thread, 169 on 2), i.e. ~25 ms and ~13 ms per GEMM;
-// matmul's overhead (shape logic, one allocation of 4 MiB) should stay within 5% of that.
+// itself (docs/design.md "Machines": 85 GFLOP/s on 1 thread, 169 on 2), i.e. ~25 ms and
+// ~13 ms per GEMM; matmul's overhead (shape logic, one allocation of 4 MiB) should stay within 5% of that.
 // The 16-bit variants add the conversion of A, B and C (~3-4 M elements each way) to sgemm.
 // The skinny shapes (one dimension of 10) do 5.2 MFLOP each over ~1 MiB of operands: at
 // ~100 GFLOP/s their compute is ~50 us, so they are about memory and packing, not FLOPs.

@@ -2,8 +2,8 @@
 //
 // Napkin math: a sum of 16M f32 reads 64 MiB once and writes nothing, so it can run at the
 // speed of reading memory; memcpy of the same 64 MiB (read + write, counted here as the
-// 64 MiB read, like the sum) is the in-binary denominator. TOOLCHAIN.md: copy ~23.5 GB/s on
-// 1 thread, 31 on 2; a sum that does not vectorise stalls near 7.5 GB/s on the add latency.
+// 64 MiB read, like the sum) is the in-binary denominator. docs/design.md "Machines": copy
+// ~23.5 GB/s on 1 thread, 31 on 2; a sum that does not vectorise stalls near 7.5 GB/s on the add latency.
 // softmax of (4096, 4096) f32 reads the input twice (max, then exp) and writes the output
 // once in place plus a scaling pass: bytes reported are the 64 MiB in + 64 MiB out.
 #include <benchmark/benchmark.h>

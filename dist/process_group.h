@@ -1,4 +1,4 @@
-// ProcessGroup: collectives over the ranks of a job (DESIGN.md "Strategies").
+// ProcessGroup: collectives over the ranks of a job (docs/design.md "Strategies").
 //
 // The interface is backend-neutral: Gloo over TCP for CPU tensors (dist/gloo_process_group),
 // NCCL for CUDA tensors later. Every operation has a timeout; a peer that never arrives

@@ -1,5 +1,5 @@
 // Fabric: runs ordinary single-device training code on any device, in any precision, across
-// processes, with a handful of calls (DESIGN.md "Fabric").
+// processes, with a handful of calls (docs/design.md "Fabric").
 //
 //   Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .devices = 2, .precision = "bf16-mixed"});
 //   fabric.launch();

@@ -1,5 +1,5 @@
 // Precision plugins: how parameters are stored and how forward, backward and the optimizer
-// step treat dtypes (DESIGN.md "Precision").
+// step treat dtypes (docs/design.md "Precision").
 //
 //   64-true / 32-true      parameters and compute in f64 / f32
 //   bf16-mixed / 16-mixed  f32 master parameters; matmul-like ops in bf16 / f16 under autocast,

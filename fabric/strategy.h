@@ -1,6 +1,6 @@
 // Strategies: how a model, its optimizers and its data are spread over devices and processes.
 //
-// Fabric calls these in a fixed order (DESIGN.md "Fabric"): launch -> setup_environment ->
+// Fabric calls these in a fixed order (docs/design.md "Fabric"): launch -> setup_environment ->
 // module_init_context -> setup_module / setup_optimizer -> backward / optimizer_step, with
 // collectives and checkpoint IO in between. The base class is the single-device behaviour;
 // DDP, DP and the sharding strategies override the parts they change.

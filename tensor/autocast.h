@@ -2,7 +2,7 @@
 //
 // While enabled, matmul-like ops (matmul, linear) cast floating inputs to `dtype` (f16 or
 // bf16) and run there, while reductions, softmax, norms and losses cast low-precision inputs
-// up to f32 (DESIGN.md "Precision"). The public ops in autograd/ read this state; kernels
+// up to f32 (docs/design.md "Precision"). The public ops in autograd/ read this state; kernels
 // never do.
 #pragma once
 

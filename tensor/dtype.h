@@ -1,6 +1,6 @@
 // DType: the element types loom tensors hold, their sizes, names and promotion rules.
 //
-// f16 and bf16 are stored as 16 bits and computed in f32 on the CPU (DESIGN.md "Tensor").
+// f16 and bf16 are stored as 16 bits and computed in f32 on the CPU (docs/design.md "Tensor").
 // Promotion follows PyTorch for tensor-tensor arithmetic: bool < integers < floating, and
 // within a category the wider type wins; f16 with bf16 promotes to f32.
 #pragma once

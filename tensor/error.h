@@ -1,4 +1,4 @@
-// Errors of the public contract (DESIGN.md "Errors"), and LOOM_CHECK for internal invariants.
+// Errors of the public contract (docs/design.md "Errors"), and LOOM_CHECK for internal invariants.
 //
 // User mistakes throw ValueError (bad argument or state) or RuntimeError (wrong order or
 // environment); the message names the op, the offending values and what to do instead.

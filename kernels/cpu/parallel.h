@@ -3,7 +3,8 @@
 // parallel_for splits [begin, end) into at most num_threads() contiguous chunks of at least
 // `grain` items (kMemoryBoundGrain for streaming kernels) and runs them on a small pool whose
 // workers sleep on a condition variable between jobs (they never spin: on 2 cores a spinning
-// pool slows BLAS down 3x, see TOOLCHAIN.md). Nested calls run serially in the caller.
+// pool slows BLAS down 3x, see docs/design.md "Machines"). Nested calls run serially in the
+// caller.
 #pragma once
 
 #include <cstdint>

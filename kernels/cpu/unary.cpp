@@ -1,8 +1,8 @@
 // Unary elementwise kernels, their backward (grad * f'(x)), and clamp.
 //
 // Floating math runs through Eigen array maps over contiguous blocks, which gives vectorised
-// exp, log, tanh, erf and sqrt on AVX2 (DESIGN.md: Eigen is the chosen library for
-// transcendental math; we do not write SIMD polynomials by hand). Integer dtypes get the
+// exp, log, tanh, erf and sqrt on AVX2 (docs/design.md "Kernels": Eigen is the chosen library
+// for transcendental math; we do not write SIMD polynomials by hand). Integer dtypes get the
 // ops that make sense on them (neg, abs, relu, square, sign, logical_not) as plain loops;
 // the floating-only ops are never registered for them (the front-end computes those in the
 // default floating dtype).

@@ -1,4 +1,5 @@
-// DESIGN.md's "Contract sketch", compiled and run as written: the shapes outside code relies on.
+// docs/design.md "Contract sketch", compiled and run as written: the shapes outside code
+// relies on.
 #include <gtest/gtest.h>
 
 #include "loom.h"
