@@ -4,15 +4,19 @@
 #include "fabric/io/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <string_view>
 
+#include "fabric/io/crc32c.h"
 #include "tensor/error.h"
 
 namespace loom {
@@ -58,14 +62,80 @@ void write_all(int fd, const std::byte* data, size_t size, const std::string& pa
   }
 }
 
-// A name no other writer (thread or process) picks: pid + a process-wide counter + time.
-// Leading dot keeps half-written files out of casual directory listings and globs.
-std::string temp_path_for(const std::filesystem::path& target) {
+// 8 lowercase hex digits.
+std::string hex8(uint32_t v) {
+  char out[9];
+  std::snprintf(out, sizeof out, "%08x", v);
+  return out;
+}
+
+// This machine and PID namespace, as 8 hex digits (see "Temp files" in atomic_file.h): pids
+// of temp files are only compared where they name the same processes.
+const std::string& host_tag() {
+  static const std::string tag = [] {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    char ns[128] = {};
+    ssize_t n = ::readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+    std::string id = std::string(host) + "\n" + (n > 0 ? std::string(ns, size_t(n)) : "");
+    return hex8(crc32c(id.data(), id.size()));
+  }();
+  return tag;
+}
+
+// Distinct per call and per process: time, pid and a counter through a 64-bit mixer
+// (splitmix64's finaliser). Not cryptographic; O_EXCL catches the improbable collision.
+uint64_t random_u64() {
   static std::atomic<uint64_t> counter{0};
-  auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-  std::string name = detail::concat(".", target.filename().string(), ".tmp-", ::getpid(), "-",
-                                    counter.fetch_add(1), "-", now);
-  return (target.parent_path() / name).string();
+  uint64_t x = uint64_t(std::chrono::system_clock::now().time_since_epoch().count()) ^
+               (uint64_t(::getpid()) << 40) ^ (counter.fetch_add(1) * 0x9E3779B97F4A7C15ull);
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+bool all_of_class(std::string_view s, size_t size, bool (*pred)(char)) {
+  if (s.size() != size) return false;
+  for (char c : s)
+    if (!pred(c)) return false;
+  return true;
+}
+bool is_lower_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+
+// The pid of `filename` when it is a temp file of `target_name` written on this host, else 0.
+long temp_file_pid(std::string_view filename, const std::string& target_name) {
+  const std::string prefix = target_name + ".tmp.";
+  if (!filename.starts_with(prefix)) return 0;
+  std::string_view rest = filename.substr(prefix.size());  // <pid>.<host>.<random>
+  size_t dot1 = rest.find('.');
+  if (dot1 == std::string_view::npos) return 0;
+  size_t dot2 = rest.find('.', dot1 + 1);
+  if (dot2 == std::string_view::npos) return 0;
+  std::string_view pid = rest.substr(0, dot1);
+  std::string_view host = rest.substr(dot1 + 1, dot2 - dot1 - 1);
+  std::string_view random = rest.substr(dot2 + 1);
+  if (pid.empty() || pid.size() > 9 || host != host_tag() ||
+      !all_of_class(random, 16, is_lower_hex))
+    return 0;
+  long value = 0;
+  for (char c : pid) {
+    if (c < '0' || c > '9') return 0;
+    value = value * 10 + (c - '0');
+  }
+  return value;  // 0 (never a writer's pid) when the digits were all zeros
+}
+
+// The target as write_file_atomically() uses it: an explicit directory plus a file name.
+std::filesystem::path normalised_target(const std::string& path) {
+  std::filesystem::path target(path);
+  if (target.filename().empty())
+    throw ValueError(detail::concat("cannot write '", path, "': the path names a directory; ",
+                                    "give a file name"));
+  std::filesystem::path dir = target.parent_path();
+  if (dir.empty()) dir = ".";
+  return dir / target.filename();
 }
 
 void fsync_directory(const std::filesystem::path& dir, const std::string& path) {
@@ -81,25 +151,55 @@ void fsync_directory(const std::filesystem::path& dir, const std::string& path) 
 
 }  // namespace
 
+std::string atomic_temp_path(const std::string& path, long pid, uint64_t random) {
+  std::filesystem::path target = normalised_target(path);
+  char suffix[17];
+  std::snprintf(suffix, sizeof suffix, "%016llx", static_cast<unsigned long long>(random));
+  std::string name =
+      detail::concat(target.filename().string(), ".tmp.", pid, ".", host_tag(), ".", suffix);
+  return (target.parent_path() / name).string();
+}
+
+int remove_stale_temp_files(const std::string& path) {
+  std::filesystem::path target = normalised_target(path);
+  const std::string target_name = target.filename().string();
+  const long self = ::getpid();
+  std::vector<std::filesystem::path> stale;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(target.parent_path(), ec), end; !ec && it != end;
+       it.increment(ec)) {
+    long pid = temp_file_pid(it->path().filename().string(), target_name);
+    // pid > 0 always: kill(0, ...) and kill(-n, ...) address process groups, not a process.
+    if (pid <= 0 || pid == self) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) stale.push_back(it->path());
+  }
+  int removed = 0;
+  for (const auto& p : stale)
+    if (::unlink(p.c_str()) == 0) ++removed;
+  return removed;
+}
+
 void write_file_atomically(const std::string& path,
                            const std::vector<std::span<const std::byte>>& pieces) {
-  std::filesystem::path target(path);
-  if (target.filename().empty())
-    throw ValueError(detail::concat("cannot write '", path, "': the path names a directory; ",
-                                    "give a file name"));
+  std::filesystem::path target = normalised_target(path);
   std::filesystem::path dir = target.parent_path();
-  if (dir.empty()) dir = ".";
-  target = dir / target.filename();
+  remove_stale_temp_files(path);  // before writing: the space they hold may be needed now
 
-  std::string temp_path = temp_path_for(target);
-  TempFileGuard guard(temp_path);
+  std::string temp_path;
+  int fd = -1;
   // O_EXCL: never reuse (and so never clobber) a file someone else created under this name.
-  guard.fd() = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (guard.fd() < 0) fail(path, "creating the temp file '" + temp_path + "'", errno);
+  for (int attempt = 0; fd < 0 && attempt < 8; ++attempt) {
+    temp_path = atomic_temp_path(path, ::getpid(), random_u64());
+    fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  if (fd < 0) fail(path, "creating the temp file '" + temp_path + "'", errno);
+  TempFileGuard guard(temp_path);
+  guard.fd() = fd;
 
   for (const auto& piece : pieces) write_all(guard.fd(), piece.data(), piece.size(), path);
   if (::fsync(guard.fd()) != 0) fail(path, "fsyncing the temp file", errno);
-  int fd = guard.fd();
+  fd = guard.fd();
   guard.fd() = -1;
   // close() can report a deferred write error (e.g. on NFS), so it is checked like a write.
   if (::close(fd) != 0) fail(path, "closing the temp file", errno);
