@@ -9,6 +9,7 @@
 #include <array>
 #include <bit>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include <set>
 
 #include "fabric/io/atomic_file.h"
+#include "fabric/io/crc32c.h"
 #include "tensor/error.h"
 
 namespace loom {
@@ -63,6 +65,17 @@ bool checked_nbytes(const std::vector<int64_t>& shape, size_t element_size, size
     if (__builtin_mul_overflow(n, static_cast<size_t>(dim), &n)) return false;
   *out = n;
   return true;
+}
+
+// A JSON value for a message: scalars and short flat arrays as JSON, anything else by its type
+// and size (dump() of a deeply nested value recurses once per level).
+std::string brief(const Json& v) {
+  if (v.is_primitive()) return v.dump();
+  bool flat = v.size() <= 16;
+  for (const Json& x : v)
+    if (!x.is_primitive()) flat = false;
+  if (flat) return v.dump();
+  return detail::concat(v.is_array() ? "an array" : "an object", " of ", v.size(), " elements");
 }
 
 std::string shape_str(const std::vector<int64_t>& shape) {
@@ -132,7 +145,8 @@ class HeaderParser {
     Json header;
     try {
       header = Json::parse(text.begin(), text.end(), callback);
-    } catch (const Json::parse_error& e) {
+    } catch (const Json::exception& e) {
+      // parse_error for bad syntax, out_of_range for a number that overflows a double (1e400).
       fail(detail::concat("has a header that is not valid JSON (", e.what(),
                           "); the file is corrupt or not a safetensors file"));
     }
@@ -148,7 +162,7 @@ class HeaderParser {
     std::map<std::string, std::string> out;
     for (const auto& [key, v] : value.items()) {
       if (!v.is_string())
-        fail(detail::concat("has metadata key '", key, "' whose value is not a string (", v.dump(),
+        fail(detail::concat("has metadata key '", key, "' whose value is not a string (", brief(v),
                             "); safetensors metadata maps strings to strings"));
       out[key] = v.get<std::string>();
     }
@@ -175,7 +189,7 @@ class HeaderParser {
     for (const Json& dim : shape) {
       if (!dim.is_number_unsigned() ||
           dim.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-        fail_entry(name, detail::concat("has shape ", shape.dump(),
+        fail_entry(name, detail::concat("has shape ", brief(shape),
                                         ", whose dims must be non-negative integers"));
       info.shape.push_back(static_cast<int64_t>(dim.get<uint64_t>()));
     }
@@ -183,7 +197,7 @@ class HeaderParser {
     const Json& offsets = value["data_offsets"];
     if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
         !offsets[1].is_number_unsigned() || offsets[0].get<uint64_t>() > offsets[1].get<uint64_t>())
-      fail_entry(name, detail::concat("has data_offsets ", offsets.dump(),
+      fail_entry(name, detail::concat("has data_offsets ", brief(offsets),
                                       ", which must be [begin, end] with 0 <= begin <= end"));
     uint64_t begin = offsets[0].get<uint64_t>();
     uint64_t end = offsets[1].get<uint64_t>();
@@ -191,7 +205,15 @@ class HeaderParser {
     info.nbytes = static_cast<size_t>(end - begin);
 
     size_t expected = 0;
-    if (!checked_nbytes(info.shape, element_size, &expected))
+    // The dims other than 0 must multiply to a byte count that fits an int64 as well: an empty
+    // tensor is still given strides (tensor/shape.cpp), which are products of those dims.
+    std::vector<int64_t> nonzero;
+    for (int64_t dim : info.shape)
+      if (dim != 0) nonzero.push_back(dim);
+    size_t strided = 0;
+    if (!checked_nbytes(info.shape, element_size, &expected) ||
+        !checked_nbytes(nonzero, element_size, &strided) ||
+        strided > static_cast<size_t>(std::numeric_limits<int64_t>::max()))
       fail_entry(name, detail::concat("has shape ", shape_str(info.shape),
                                       ", whose size in bytes overflows"));
     if (expected != info.nbytes)
@@ -244,6 +266,59 @@ class HeaderParser {
   const std::string& path_;
 };
 
+// Header checksums (see "Header checksum" in safetensors.h).
+constexpr size_t kCrcSearchWindow = 256;  // bytes after the length field searched for the key
+constexpr std::string_view kCrcZeros = "00000000";
+
+std::string crc_key_pattern() { return detail::concat("\"", kSafetensorsHeaderCrcKey, "\":\""); }
+
+std::string hex8(uint32_t v) {
+  char out[9];
+  std::snprintf(out, sizeof out, "%08x", v);
+  return out;
+}
+
+uint32_t header_crc(std::span<const std::byte> head, size_t digits_at) {
+  uint32_t crc = crc32c(head.data(), digits_at);
+  crc = crc32c(kCrcZeros.data(), kCrcZeros.size(), crc);
+  size_t after = digits_at + kCrcZeros.size();
+  return crc32c(head.data() + after, head.size() - after, crc);
+}
+
+// Returns whether the file carries a header checksum; throws when it does and it fails.
+bool verify_header_checksum(const std::vector<std::byte>& bytes, const std::string& path) {
+  const std::string pattern = crc_key_pattern();
+  std::string_view window(reinterpret_cast<const char*>(bytes.data()) + 8,
+                          std::min(bytes.size() - 8, kCrcSearchWindow));
+  size_t at = window.find(pattern);
+  if (at == std::string_view::npos) return false;
+  // From here on the file says it carries a checksum (the pattern occurs nowhere else in a
+  // valid header), so anything wrong with it is damage.
+  auto corrupt = [&](const std::string& what) {
+    throw ValueError(detail::concat("the header of checkpoint '", path, "' is corrupt: ", what,
+                                    "; the file was damaged after it was written (use an "
+                                    "earlier checkpoint or a backup copy)"));
+  };
+  size_t digits_at = 8 + at + pattern.size();  // from the start of the file
+  if (digits_at + 9 > bytes.size()) corrupt("it ends inside its checksum");
+  std::string_view digits(reinterpret_cast<const char*>(bytes.data()) + digits_at, 8);
+  bool hex = static_cast<char>(bytes[digits_at + 8]) == '"';
+  for (char c : digits) hex = hex && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+  if (!hex) corrupt("its checksum is not 8 lowercase hex digits in quotes");
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | std::to_integer<uint64_t>(bytes[i]);
+  if (header_len > bytes.size() - 8 || 8 + header_len < digits_at + 9)
+    corrupt(detail::concat("its length field says ", header_len, " bytes of JSON, but ",
+                           bytes.size() - 8, " bytes follow it and its checksum ends at byte ",
+                           digits_at + 9));
+  uint32_t stored = static_cast<uint32_t>(std::stoul(std::string(digits), nullptr, 16));
+  uint32_t actual = header_crc({bytes.data(), static_cast<size_t>(8 + header_len)}, digits_at);
+  if (stored != actual)
+    corrupt(detail::concat("its CRC-32C is ", hex8(actual), " but the header records ",
+                           hex8(stored)));
+  return true;
+}
+
 }  // namespace
 
 size_t safetensors_dtype_size(const std::string& dtype) {
@@ -255,9 +330,13 @@ size_t safetensors_dtype_size(const std::string& dtype) {
 }
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
+  return from_bytes(read_whole_file(path), path);
+}
+
+SafetensorsFile SafetensorsFile::from_bytes(std::vector<std::byte> bytes_in, const std::string& path) {
   SafetensorsFile file;
   file.path_ = path;
-  file.bytes_ = read_whole_file(path);
+  file.bytes_ = std::move(bytes_in);
   HeaderParser parser(path);
   const auto& bytes = file.bytes_;
 
@@ -265,6 +344,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     parser.fail(detail::concat("is too short to be a safetensors file: ", bytes.size(),
                                " bytes, less than the 8-byte header length; it was probably not "
                                "fully written"));
+  file.header_checksum_verified_ = verify_header_checksum(bytes, path);
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | std::to_integer<uint64_t>(bytes[i]);
   if (header_len > bytes.size() - 8)
@@ -279,6 +359,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   for (const auto& [name, value] : header.items()) {
     if (name == kMetadataKey) {
       file.metadata_ = parser.metadata(value);
+      if (file.header_checksum_verified_) file.metadata_.erase(kSafetensorsHeaderCrcKey);
       continue;
     }
     file.index_[name] = file.names_.size();
@@ -312,10 +393,15 @@ std::span<const std::byte> SafetensorsFile::data(const std::string& name) const 
 // ---------------------------------------------------------------------------------------------
 
 void write_safetensors(const std::string& path, const std::vector<SafetensorsEntry>& entries,
-                       const std::map<std::string, std::string>& metadata) {
+                       const std::map<std::string, std::string>& metadata,
+                       SafetensorsWriteOptions options) {
   auto fail = [&](const std::string& name, const std::string& what) {
     throw ValueError(detail::concat("write_safetensors('", path, "'): entry '", name, "' ", what));
   };
+  if (metadata.count(kSafetensorsHeaderCrcKey))
+    throw ValueError(detail::concat("write_safetensors('", path, "'): metadata key '",
+                                    kSafetensorsHeaderCrcKey, "' is reserved for the header "
+                                    "checksum; pass header_checksum = true instead"));
   std::set<std::string> seen;
   std::vector<size_t> element_sizes;
   for (const auto& e : entries) {
@@ -356,7 +442,13 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsEnt
   }
 
   Json header = Json::object();
-  if (!metadata.empty()) header[kMetadataKey] = metadata;
+  if (options.header_checksum || !metadata.empty()) {
+    Json meta = Json::object();
+    // First, so that it sits at a fixed place near the start (see "Header checksum").
+    if (options.header_checksum) meta[kSafetensorsHeaderCrcKey] = std::string(kCrcZeros);
+    for (const auto& [key, value] : metadata) meta[key] = value;
+    header[kMetadataKey] = std::move(meta);
+  }
   for (size_t i = 0; i < entries.size(); ++i) {
     const auto& e = entries[i];
     header[e.name] = {{"dtype", e.dtype},
@@ -377,6 +469,19 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsEnt
   std::array<std::byte, 8> length{};
   for (size_t i = 0; i < 8; ++i)
     length[i] = static_cast<std::byte>((text.size() >> (8 * i)) & 0xff);
+
+  if (options.header_checksum) {
+    std::string head(reinterpret_cast<const char*>(length.data()), length.size());
+    head += text;
+    const std::string pattern = crc_key_pattern();
+    size_t at = head.find(pattern, 8);
+    if (at == std::string::npos || at + pattern.size() > 8 + kCrcSearchWindow)
+      throw RuntimeError("write_safetensors: the header checksum key is not where readers look "
+                         "for it (a bug in loom)");
+    size_t digits_at = at + pattern.size();
+    text.replace(digits_at - 8, 8,
+                 hex8(header_crc(std::as_bytes(std::span<const char>(head)), digits_at)));
+  }
 
   std::vector<std::span<const std::byte>> pieces;
   pieces.emplace_back(length);

@@ -10,6 +10,20 @@
 //              are relative to the start of this section and tile it exactly (no holes, no
 //              overlaps, nothing left over)
 //
+// Header checksum (loom's extension, opt-in when writing): with header_checksum set,
+// write_safetensors() makes "loom.header_crc32c" the first key of "__metadata__" (so the header
+// text starts {"__metadata__":{"loom.header_crc32c":"XXXXXXXX",...) with 8 lowercase hex digits:
+// the CRC-32C of the file's first 8 + N bytes -- length field and header text, padding
+// included -- computed with those 8 digits read as "00000000". open() looks for
+// "loom.header_crc32c":"<8 hex digits>" within the first 256 bytes after the length field; when
+// it is there the header must match it, or open() refuses the file as corrupt, naming it.
+// Any damage to the header outside those digits changes the CRC, and damage to the digits
+// changes the value compared, so every flipped bit of such a header is caught (a flip inside
+// the key's own text makes the key unrecognisable instead: a reader that expects a checksum,
+// such as fabric/checkpoint.cpp, then asks header_checksum_verified()). In a valid JSON text
+// the pattern cannot occur anywhere else: quotes inside strings are escaped, and a tensor name
+// is followed by an object, not a string. Other tools see one more metadata string.
+//
 // This file deliberately knows nothing of loom::Tensor: it works with dtype codes, shapes and
 // byte spans, and a glue layer maps Tensors (and their DType) onto it. It is not a streaming or
 // lazily-loading reader: open() reads and validates the whole file up front, so every later
@@ -41,6 +55,13 @@ struct SafetensorsEntry {
 // does not support, listing the ones it does.
 size_t safetensors_dtype_size(const std::string& dtype);
 
+// Metadata key of the header checksum (see "Header checksum" above); reserved.
+inline constexpr const char* kSafetensorsHeaderCrcKey = "loom.header_crc32c";
+
+struct SafetensorsWriteOptions {
+  bool header_checksum = false;  // add "loom.header_crc32c" (see "Header checksum" above)
+};
+
 // Writes `entries` and `metadata` to `path` atomically (see fabric/io/atomic_file.h): after a
 // failure an existing file at `path` is unchanged and no temp file remains.
 //
@@ -52,7 +73,8 @@ size_t safetensors_dtype_size(const std::string& dtype);
 // order). In the data section the entries are placed by descending element size, keeping the
 // given order among equals, so that every tensor's bytes are aligned to its element size.
 void write_safetensors(const std::string& path, const std::vector<SafetensorsEntry>& entries,
-                       const std::map<std::string, std::string>& metadata = {});
+                       const std::map<std::string, std::string>& metadata = {},
+                       SafetensorsWriteOptions options = {});
 
 // A validated safetensors file held in memory.
 //
@@ -67,10 +89,13 @@ class SafetensorsFile {
     size_t nbytes = 0;
   };
 
-  // Reads the whole file and validates it (see the invariant). Any problem throws
-  // loom::ValueError naming the file, the entry when there is one, and what is wrong; a file
-  // that cannot be opened or read throws loom::RuntimeError.
+  // Reads the whole file and validates it (see the invariant), header checksum first when the
+  // file has one. Any problem throws loom::ValueError naming the file, the entry when there is
+  // one, and what is wrong (a header failing its checksum: "the header of checkpoint '<path>'
+  // is corrupt: ..."); a file that cannot be opened or read throws loom::RuntimeError.
   static SafetensorsFile open(const std::string& path);
+  // The same from bytes in memory; `path` only names them in messages.
+  static SafetensorsFile from_bytes(std::vector<std::byte> bytes, const std::string& path);
 
   const std::string& path() const { return path_; }
   // Tensor names in header order (for files loom wrote: the order given to write_safetensors).
@@ -80,7 +105,10 @@ class SafetensorsFile {
   const Info& info(const std::string& name) const;
   // The tensor's bytes; valid as long as this object (or one moved from it) lives.
   std::span<const std::byte> data(const std::string& name) const;
+  // The "__metadata__" strings; without "loom.header_crc32c" when that was verified.
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // True when the header carried a checksum and matched it (see "Header checksum").
+  bool header_checksum_verified() const { return header_checksum_verified_; }
 
  private:
   SafetensorsFile() = default;
@@ -94,6 +122,7 @@ class SafetensorsFile {
   std::vector<Info> infos_;                        // parallel to names_
   std::unordered_map<std::string, size_t> index_;  // name -> position in names_
   std::map<std::string, std::string> metadata_;
+  bool header_checksum_verified_ = false;
 };
 
 }  // namespace loom
