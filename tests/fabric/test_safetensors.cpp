@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <numeric>
 
 #include "fabric/io/atomic_file.h"
+#include "fabric/io/crc32c.h"
 #include "fabric/io/safetensors.h"
 #include "fabric_test_util.h"
 #include "tensor/error.h"
@@ -23,6 +25,7 @@ namespace loom {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 using fabric_test::TempDir;
@@ -397,6 +400,160 @@ TEST(AtomicFile, ReplacesContentsAndKeepsOrdinaryPermissions) {
   ::umask(mask);
   auto perms = fs::status(path).permissions();
   EXPECT_EQ(static_cast<mode_t>(perms), 0666 & ~mask);
+}
+
+// ---- header checksum ----
+
+TEST(Safetensors, HeaderChecksumRoundTripsAndIsLeftOutOfTheMetadata) {
+  TempDir dir;
+  Sample s;
+  std::string path = dir.file("c.safetensors");
+  write_safetensors(path, s.entries(), {{"k", "v"}}, {.header_checksum = true});
+  auto file = SafetensorsFile::open(path);
+  EXPECT_TRUE(file.header_checksum_verified());
+  EXPECT_EQ(file.metadata(), (std::map<std::string, std::string>{{"k", "v"}}));
+  // Independently: the CRC-32C of length field + header with the digits read as zeros.
+  std::string raw = read_bytes(path);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(raw[i]);
+  const std::string key = "\"loom.header_crc32c\":\"";
+  size_t at = raw.find(key);
+  ASSERT_EQ(at, 8u + 17u) << "first key of the metadata";
+  std::string head = raw.substr(0, 8 + n);
+  std::string digits = head.substr(at + key.size(), 8);
+  head.replace(at + key.size(), 8, "00000000");
+  char expected[9];
+  std::snprintf(expected, sizeof expected, "%08x", crc32c(head.data(), head.size()));
+  EXPECT_EQ(digits, expected);
+  // Python readers see one more metadata string; the header stays valid JSON.
+  auto header = nlohmann::json::parse(raw.substr(8, n));
+  EXPECT_EQ(header["__metadata__"]["loom.header_crc32c"], digits);
+
+  EXPECT_THROW(write_safetensors(path, {}, {{"loom.header_crc32c", "0"}}), ValueError);
+}
+
+TEST(Safetensors, EveryFlippedHeaderBitIsCaughtByTheHeaderChecksum) {
+  TempDir dir;
+  std::vector<float> w{1, 2, 3, 4};
+  std::string path = dir.file("c.safetensors");
+  write_safetensors(path, {entry("w", "F32", {2, 2}, w)}, {{"k", "v"}}, {.header_checksum = true});
+  const std::string raw = read_bytes(path);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(raw[i]);
+  // The key with its quotes, colon and the value's opening quote: what open() looks for.
+  const std::string pattern = "\"loom.header_crc32c\":\"";
+  const size_t key_begin = raw.find(pattern), key_end = key_begin + pattern.size();
+  std::string bad = dir.file("bad.safetensors");
+  for (size_t byte = 0; byte < 8 + n; ++byte)
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string flipped = raw;
+      flipped[byte] ^= static_cast<char>(1 << bit);
+      write_bytes(bad, flipped);
+      if (byte >= key_begin && byte < key_end) {
+        // The key no longer reads as the checksum's: the file is then read as one without
+        // (a reader that expects a checksum asks header_checksum_verified()).
+        try {
+          EXPECT_FALSE(SafetensorsFile::open(bad).header_checksum_verified());
+        } catch (const ValueError&) {
+        }
+        continue;
+      }
+      EXPECT_THAT(open_error(bad), HasSubstr("the header of checkpoint '" + bad + "' is corrupt"))
+          << "byte " << byte << " bit " << bit;
+    }
+}
+
+TEST(Safetensors, NumbersOverflowingADoubleAreRefusedAsValueErrors) {
+  TempDir dir;
+  std::string path = dir.file("x.safetensors");
+  write_bytes(path, make_file(R"({"a": {"dtype": "U8", "shape": [1e400], "data_offsets": [0, 1]}})", "x"));
+  EXPECT_THAT(open_error(path), AllOf(HasSubstr("not valid JSON"), HasSubstr("1e400")));
+}
+
+TEST(Safetensors, EmptyTensorsWithHugeDimsAreRefused) {
+  TempDir dir;
+  std::string path = dir.file("x.safetensors");
+  // No bytes (a dim is 0), but strides would overflow int64.
+  write_bytes(path, make_file(R"({"a": {"dtype": "U8", "shape": [0, 4294967296, 4294967296],
+                                      "data_offsets": [0, 0]}})", ""));
+  EXPECT_THAT(open_error(path), AllOf(HasSubstr("entry 'a'"), HasSubstr("overflows")));
+}
+
+// ---- crc32c ----
+
+TEST(Crc32c, HardwareAndTableAgreeOnEveryLengthAndAlignment) {
+  std::vector<unsigned char> buf(4096 + 64);
+  uint32_t x = 12345;
+  for (auto& b : buf) b = static_cast<unsigned char>((x = x * 1103515245u + 12345u) >> 24);
+  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);
+  for (size_t offset = 0; offset < 9; ++offset)
+    for (size_t len = 0; len < 80; ++len)
+      ASSERT_EQ(crc32c(buf.data() + offset, len), crc32c_portable(buf.data() + offset, len))
+          << offset << " " << len;
+  EXPECT_EQ(crc32c(buf.data() + 3, 4096), crc32c_portable(buf.data() + 3, 4096));
+  EXPECT_EQ(crc32c(buf.data() + 100, 900, crc32c(buf.data(), 100)), crc32c(buf.data(), 1000));
+}
+
+// ---- temp files of interrupted writes ----
+
+// A pid that no process has: a child that has exited and been reaped.
+pid_t dead_pid() {
+  pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  return child;
+}
+
+TEST(AtomicFile, TempFilesAreNamedAfterTheTargetAndTheirWriter) {
+  std::string temp = atomic_temp_path("/some/dir/model.safetensors", 1234, 0xabcdefull);
+  EXPECT_THAT(temp, ::testing::MatchesRegex(
+                        "/some/dir/model\\.safetensors\\.tmp\\.1234\\.[0-9a-f]{8}\\.0000000000abcdef"));
+}
+
+TEST(AtomicFile, AWriteRemovesStaleTempFilesOfDeadWritersOnly) {
+  TempDir dir;
+  std::string path = dir.file("model.safetensors");
+  std::string dead = atomic_temp_path(path, dead_pid(), 1);
+  std::string live = atomic_temp_path(path, ::getppid(), 2);  // our parent is alive
+  std::string self = atomic_temp_path(path, ::getpid(), 3);   // another thread's write, maybe
+  // A dead pid of another host (or PID namespace): that pid means nothing here.
+  std::string other_host = dead;
+  std::string tag = fs::path(dead).filename().string().substr(std::string("model.safetensors.tmp.").size());
+  tag = tag.substr(tag.find('.') + 1, 8);
+  other_host.replace(other_host.find(tag), 8, tag == "00000000" ? "00000001" : "00000000");
+  std::string other_target = atomic_temp_path(dir.file("other.safetensors"), dead_pid(), 4);
+  for (const auto& p : {dead, live, self, other_host, other_target}) write_bytes(p, "partial");
+
+  write_file_atomically(path, std::string("complete"));
+  EXPECT_FALSE(fs::exists(dead)) << "a dead writer's temp file is removed";
+  for (const auto& p : {live, self, other_host, other_target}) EXPECT_TRUE(fs::exists(p)) << p;
+  EXPECT_EQ(read_bytes(path), "complete");
+  EXPECT_EQ(remove_stale_temp_files(path), 0);
+}
+
+// The issue's case for real: a writer killed in the middle of a write (here by SIGXFSZ, as
+// deterministic as kill -9 at the right moment) leaves its temp file; the next write removes it.
+TEST(AtomicFile, TheTempFileOfAKilledWriterIsRemovedByTheNextWrite) {
+  TempDir dir;
+  std::string path = dir.file("big.safetensors");
+  write_file_atomically(path, std::string("old"));
+  pid_t child = ::fork();
+  if (child == 0) {
+    rlimit small{4096, 4096};
+    ::signal(SIGXFSZ, SIG_DFL);
+    ::setrlimit(RLIMIT_FSIZE, &small);
+    write_file_atomically(path, std::string(1 << 16, 'x'));  // killed halfway
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the writer was killed";
+  auto listing = dir.listing();
+  ASSERT_EQ(listing.size(), 2u) << "the killed writer left its temp file";
+  EXPECT_EQ(read_bytes(path), "old") << "and the target is untouched";
+  write_file_atomically(path, std::string("new"));
+  EXPECT_EQ(dir.listing(), std::vector<std::string>{"big.safetensors"});
+  EXPECT_EQ(read_bytes(path), "new");
 }
 
 }  // namespace
