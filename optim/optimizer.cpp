@@ -2,6 +2,8 @@
 // The update math lives in each optimizer's own file (sgd.cpp, adam.cpp).
 #include "optim/optimizer.h"
 
+#include <algorithm>
+#include <limits>
 #include <unordered_set>
 
 #include "autograd/grad_mode.h"
@@ -10,6 +12,13 @@
 namespace loom::optim {
 
 namespace {
+
+std::string buffer_list(const StateBuffers& b) {
+  std::string out;
+  for (const auto* list : {&b.required, &b.optional})
+    for (const auto& key : *list) out += (out.empty() ? "'" : ", '") + key + "'";
+  return out.empty() ? "no buffers" : out;
+}
 
 std::string known_keys(const HyperParams& defaults) {
   std::string out;
@@ -164,15 +173,37 @@ OptimizerStateDict Optimizer::state_dict() const {
   return dict;
 }
 
-void Optimizer::load_state_dict(const OptimizerStateDict& dict) {
+StateBuffers Optimizer::state_buffers(const HyperParams& options) const {
+  // loom's own optimizers, by name (their step_group() creates these buffers at a parameter's
+  // first step and reads them at every later one).
+  auto flag = [&](const char* key) {
+    auto it = options.find(key);
+    return it != options.end() && it->second != 0.0;
+  };
+  if (name_ == "SGD") {
+    StateBuffers b{.known = true, .required = {}, .optional = {"momentum_buffer"}};
+    if (flag("momentum")) b.required.push_back("momentum_buffer");
+    return b;
+  }
+  if (name_ == "Adam" || name_ == "AdamW") {
+    StateBuffers b{.known = true, .required = {"exp_avg", "exp_avg_sq"},
+                   .optional = {"max_exp_avg_sq"}};
+    if (flag("amsgrad")) b.required.push_back("max_exp_avg_sq");
+    return b;
+  }
+  return {};
+}
+
+Optimizer::ResolvedState Optimizer::resolve_state_dict(const OptimizerStateDict& dict,
+                                                       bool exact_dtypes) const {
   const char* op = "load_state_dict";
   if (dict.param_groups.size() != groups_.size())
     throw ValueError(detail::concat(name_, ": ", op, ": the state dict has ",
                                     dict.param_groups.size(), " parameter groups but the "
                                     "optimizer has ", groups_.size()));
-  // Parameters by global index, and the new options, checked before anything changes.
-  std::vector<const Tensor*> params;
-  std::vector<HyperParams> options;
+  // Parameters by global index (with their group), and the new options.
+  ResolvedState out;
+  std::vector<std::pair<const Tensor*, size_t>> params;
   for (size_t i = 0; i < groups_.size(); ++i) {
     const auto& saved = dict.param_groups[i];
     if (saved.params.size() != groups_[i].params.size())
@@ -187,39 +218,74 @@ void Optimizer::load_state_dict(const OptimizerStateDict& dict) {
       merged[key] = value;
     }
     check_options(merged);
-    options.push_back(std::move(merged));
-    for (const auto& p : groups_[i].params) params.push_back(&p);
+    out.options.push_back(std::move(merged));
+    for (const auto& p : groups_[i].params) params.emplace_back(&p, i);
   }
   // Saved indices say which saved state belongs to which group position; as in PyTorch, the
   // i-th saved index of a group maps to the i-th parameter of that group.
-  std::unordered_map<int64_t, const Tensor*> by_saved_index;
+  std::unordered_map<int64_t, std::pair<const Tensor*, size_t>> by_saved_index;
   for (size_t i = 0, k = 0; i < groups_.size(); ++i)
     for (int64_t saved : dict.param_groups[i].params) {
       if (!by_saved_index.emplace(saved, params[k++]).second)
         throw ValueError(detail::concat(name_, ": ", op, ": parameter index ", saved,
                                         " appears twice in the state dict's groups"));
     }
-  std::unordered_map<TensorImpl*, ParamState> state;
+  std::vector<StateBuffers> buffers_of_group;
+  for (const auto& o : out.options) buffers_of_group.push_back(state_buffers(o));
   for (const auto& [index, saved] : dict.state) {
     auto it = by_saved_index.find(index);
     if (it == by_saved_index.end())
       throw ValueError(detail::concat(name_, ": ", op, ": state for parameter index ", index,
                                       " which no group lists (", params.size(),
                                       " parameters in the optimizer)"));
-    const Tensor& p = *it->second;
-    ParamState s;
-    s.step = saved.step;
+    const auto [param, group] = it->second;
+    const Tensor& p = *param;
+    if (saved.step < 0 || saved.step == std::numeric_limits<int64_t>::max())
+      throw ValueError(detail::concat(name_, ": ", op, ": parameter ", index, " has step ",
+                                      saved.step, ", which must be >= 0 and less than 2^63 - 1"));
+    const StateBuffers& schema = buffers_of_group[group];
     for (const auto& [key, buf] : saved.buffers) {
+      bool known = std::count(schema.required.begin(), schema.required.end(), key) ||
+                   std::count(schema.optional.begin(), schema.optional.end(), key);
+      if (schema.known && !known)
+        throw ValueError(detail::concat(name_, ": ", op, ": parameter ", index,
+                                        " has an unknown state buffer '", key, "' (", name_,
+                                        " keeps ", buffer_list(schema), ")"));
       if (!buf.defined() || buf.sizes() != p.sizes())
         throw ValueError(detail::concat(
             name_, ": ", op, ": state '", key, "' of parameter ", index, " has shape ",
             buf.defined() ? shape_str(buf.sizes()) : std::string("(undefined)"),
             " but the parameter has shape ", shape_str(p.sizes())));
-      s.buffers.emplace(key, copy_like(buf, p));
+      if (exact_dtypes && buf.dtype() != p.dtype())
+        throw ValueError(detail::concat(name_, ": ", op, ": state '", key, "' of parameter ",
+                                        index, " has dtype ", buf.dtype(),
+                                        " but the parameter has dtype ", p.dtype()));
     }
-    state.emplace(p.impl(), std::move(s));
+    for (const auto& key : schema.required)
+      if (!saved.buffers.count(key))
+        throw ValueError(detail::concat(name_, ": ", op, ": parameter ", index,
+                                        " has state (step ", saved.step, ") without its '", key,
+                                        "' buffer, which ", name_, "'s step() needs"));
+    out.state.emplace_back(&p, &saved);
   }
-  for (size_t i = 0; i < groups_.size(); ++i) groups_[i].options = std::move(options[i]);
+  return out;
+}
+
+void Optimizer::check_state_dict(const OptimizerStateDict& dict, bool exact_dtypes) const {
+  (void)resolve_state_dict(dict, exact_dtypes);
+}
+
+void Optimizer::load_state_dict(const OptimizerStateDict& dict) {
+  ResolvedState resolved = resolve_state_dict(dict, /*exact_dtypes=*/false);
+  // Checked; from here on nothing throws (short of running out of memory).
+  std::unordered_map<TensorImpl*, ParamState> state;
+  for (const auto& [p, saved] : resolved.state) {
+    ParamState s;
+    s.step = saved->step;
+    for (const auto& [key, buf] : saved->buffers) s.buffers.emplace(key, copy_like(buf, *p));
+    state.emplace(p->impl(), std::move(s));
+  }
+  for (size_t i = 0; i < groups_.size(); ++i) groups_[i].options = std::move(resolved.options[i]);
   state_ = std::move(state);
 }
 

@@ -69,6 +69,13 @@ struct OptimizerStateDict {
   std::vector<Group> param_groups;
 };
 
+// The state buffers an optimizer's step() keeps per parameter, for checking loaded state.
+struct StateBuffers {
+  bool known = false;                 // false: nothing is declared, any buffers are accepted
+  std::vector<std::string> required;  // step() reads these once a parameter has state
+  std::vector<std::string> optional;  // accepted, not needed
+};
+
 // Note [Wrapping optimizers]: the public operations are virtual so that a wrapper (Fabric's
 // FabricOptimizer) can forward them to the optimizer it wraps. The helpers that are not
 // virtual (lr, set_lr, num_params) go through param_groups(), so they see the wrapped groups.
@@ -102,9 +109,22 @@ class Optimizer {
   virtual const ParamState* state(const Tensor& param) const;
 
   virtual OptimizerStateDict state_dict() const;
-  // Validates group count, group sizes and buffer shapes before changing anything; buffers
-  // are copied onto each parameter's device and dtype.
+  // Runs check_state_dict(dict) before changing anything, then copies the buffers onto each
+  // parameter's device and dtype. A dict that passes the check loads without throwing.
   virtual void load_state_dict(const OptimizerStateDict& dict);
+  // Throws ValueError for a dict that load_state_dict() would refuse, changing nothing: group
+  // count and sizes, unknown hyper-parameters and invalid values (check_options), parameter
+  // indices listed twice or state for an index no group lists, a step outside
+  // [0, 2^63 - 1), and per parameter with state: the buffers state_buffers() requires, no
+  // buffer it does not know, each of the parameter's shape -- and with exact_dtypes, of its
+  // dtype (load_state_dict() itself converts). Checkpoint loading calls it to validate every
+  // entry before it applies any.
+  virtual void check_state_dict(const OptimizerStateDict& dict, bool exact_dtypes = false) const;
+  // What step() keeps per parameter under `options` (a group's complete hyper-parameters).
+  // The base knows loom's optimizers by name(): SGD keeps "momentum_buffer" (required when
+  // momentum != 0), Adam and AdamW "exp_avg" and "exp_avg_sq" (and "max_exp_avg_sq",
+  // required with amsgrad). Other optimizers declare nothing unless they override it.
+  virtual StateBuffers state_buffers(const HyperParams& options) const;
 
   // Points groups at new parameters (Note [Parameter identity]) and moves their state;
   // parameters not in the map are kept. Returns how many parameters were replaced. Used when
@@ -135,6 +155,13 @@ class Optimizer {
 
  private:
   void check_param(const Tensor& p, const char* where) const;
+  // check_state_dict()'s work, keeping what load_state_dict() applies: each group's new
+  // options, and each parameter with state paired with its saved state (pointers into dict).
+  struct ResolvedState {
+    std::vector<HyperParams> options;
+    std::vector<std::pair<const Tensor*, const ParamState*>> state;
+  };
+  ResolvedState resolve_state_dict(const OptimizerStateDict& dict, bool exact_dtypes) const;
 
   std::string name_;
   HyperParams defaults_;
