@@ -3,8 +3,7 @@
 namespace loom {
 
 CompiledModule::CompiledModule(std::shared_ptr<nn::Module> inner, CompileOptions options)
-    : inner_(std::move(inner)), options_(std::move(options)) {
-  if (!inner_) throw ValueError("compile: the module is null");
+    : WrapperModule(std::move(inner), "compile"), options_(std::move(options)) {
   if (dynamic_cast<CompiledModule*>(inner_.get()))
     throw ValueError("compile: the module is already compiled; compile the original module once");
 }

@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "nn/module.h"
+#include "fabric/wrapper_module.h"
 
 namespace loom {
 
@@ -19,35 +19,13 @@ struct CompileOptions {
   bool dynamic = false;
 };
 
-class CompiledModule : public nn::Module {
+class CompiledModule : public WrapperModule {
  public:
   CompiledModule(std::shared_ptr<nn::Module> inner, CompileOptions options);
-  Tensor forward(const Tensor& x) override { return (*inner_)(x); }
   std::string name() const override { return "Compiled(" + inner_->name() + ")"; }
-
-  const std::shared_ptr<nn::Module>& inner() const { return inner_; }
   const CompileOptions& options() const { return options_; }
 
-  nn::OrderedDict<Tensor> named_parameters(bool recurse = true) const override {
-    return inner_->named_parameters(recurse);
-  }
-  nn::OrderedDict<Tensor> named_buffers(bool recurse = true) const override {
-    return inner_->named_buffers(recurse);
-  }
-  nn::OrderedDict<std::shared_ptr<nn::Module>> named_modules(const std::string& prefix = "") override {
-    return inner_->named_modules(prefix);
-  }
-  nn::StateDict state_dict() const override { return inner_->state_dict(); }
-  nn::LoadStateDictResult load_state_dict(const nn::StateDict& s, bool strict = true) override {
-    return inner_->load_state_dict(s, strict);
-  }
-  nn::Module& train(bool on = true) override {
-    inner_->train(on);
-    return nn::Module::train(on);
-  }
-
  private:
-  std::shared_ptr<nn::Module> inner_;
   CompileOptions options_;
 };
 

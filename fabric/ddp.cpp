@@ -14,20 +14,11 @@
 #include "fabric/compile.h"
 #include "fabric/wrappers.h"
 #include "kernels/cpu/parallel.h"
+#include "tensor/factories.h"
 #include "tensor/native.h"
 
 namespace loom {
 namespace {
-
-dist::ReduceOp to_dist(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::sum: return dist::ReduceOp::sum;
-    case ReduceOp::avg: return dist::ReduceOp::avg;
-    case ReduceOp::max: return dist::ReduceOp::max;
-    case ReduceOp::min: return dist::ReduceOp::min;
-  }
-  return dist::ReduceOp::sum;
-}
 
 // This program's command line, to re-execute it for the other ranks.
 std::vector<std::string> own_argv() {
@@ -60,11 +51,11 @@ struct SyncOffGuard {
 
 DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> module,
                                                  std::shared_ptr<Reducer> reducer)
-    : module_(std::move(module)), reducer_(std::move(reducer)) {}
+    : WrapperModule(std::move(module), "DistributedDataParallel"), reducer_(std::move(reducer)) {}
 
 Tensor DistributedDataParallel::forward(const Tensor& x) {
   if (GradMode::is_enabled()) pending_backward = true;
-  return (*module_)(x);
+  return (*inner_)(x);
 }
 
 DDPStrategy::DDPStrategy(DDPOptions options) : options_(options) {
@@ -302,19 +293,37 @@ void DDPStrategy::backward(const Tensor& loss) {
 
 ScopeStack DDPStrategy::no_backward_sync(nn::Module& module) {
   ScopeStack s;
-  nn::Module* m = &module;
-  if (auto* fm = dynamic_cast<FabricModule*>(m)) m = fm->forward_module().get();
-  if (auto* c = dynamic_cast<CompiledModule*>(m)) m = c->inner().get();
-  auto* ddp = dynamic_cast<DistributedDataParallel*>(m);
+  auto* ddp = unwrap<DistributedDataParallel>(&module);
   if (!ddp) throw ValueError("no_backward_sync: the module was not set up with the ddp strategy");
   s.push<SyncOffGuard>(&ddp->reducer());
   return s;
 }
 
+void DDPStrategy::save_checkpoint(const std::string& path, const CheckpointState& state) {
+  if (!group_) return Strategy::save_checkpoint(path, state);
+  // Rank 0's outcome is broadcast, so a failed write ends every rank's save() at once with an
+  // error instead of leaving them in a barrier until the timeout.
+  Tensor ok = scalar_tensor(1.0, DType::f64);
+  std::exception_ptr error;
+  if (global_rank_ == 0) {
+    try {
+      Strategy::save_checkpoint(path, state);
+    } catch (...) {
+      error = std::current_exception();
+      native::fill_(ok, 0.0);
+    }
+  }
+  group_->broadcast(ok, 0);
+  if (error) std::rethrow_exception(error);
+  if (ok.item_double() == 0.0)
+    throw RuntimeError("save: rank 0 failed to write '" + path + "' (its error says why); "
+                       "nothing was written");
+}
+
 Tensor DDPStrategy::all_reduce(const Tensor& t, ReduceOp op) {
   if (!group_) return t;
   Tensor c = native::clone(t);
-  group_->all_reduce(c, to_dist(op));
+  group_->all_reduce(c, op);
   return c;
 }
 

@@ -16,6 +16,7 @@
 #include "dist/process_launcher.h"
 #include "fabric/reducer.h"
 #include "fabric/strategy.h"
+#include "fabric/wrapper_module.h"
 
 namespace loom {
 
@@ -32,29 +33,17 @@ struct DDPOptions {
 
 // The module DDP's forward runs: the user's module plus its Reducer. Names are the inner
 // module's, without prefix.
-class DistributedDataParallel : public nn::Module {
+class DistributedDataParallel : public WrapperModule {
  public:
   DistributedDataParallel(std::shared_ptr<nn::Module> module, std::shared_ptr<Reducer> reducer);
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "DistributedDataParallel"; }
-  nn::OrderedDict<Tensor> named_parameters(bool recurse = true) const override {
-    return module_->named_parameters(recurse);
-  }
-  nn::OrderedDict<Tensor> named_buffers(bool recurse = true) const override {
-    return module_->named_buffers(recurse);
-  }
-  nn::StateDict state_dict() const override { return module_->state_dict(); }
-  nn::Module& train(bool on = true) override {
-    module_->train(on);
-    return nn::Module::train(on);
-  }
-  const std::shared_ptr<nn::Module>& module() const { return module_; }
+  const std::shared_ptr<nn::Module>& module() const { return inner_; }
   Reducer& reducer() { return *reducer_; }
   // Set by forward, cleared by the strategy's backward: which reducers to finalize.
   bool pending_backward = false;
 
  private:
-  std::shared_ptr<nn::Module> module_;
   std::shared_ptr<Reducer> reducer_;
 };
 
@@ -82,6 +71,8 @@ class DDPStrategy : public Strategy {
   Tensor all_gather(const Tensor& t) override;
   Tensor broadcast(const Tensor& t, int src) override;
   void barrier(const std::string& name = "") override;
+  // Rank 0 writes; every rank returns once the file is complete, or throws if rank 0 failed.
+  void save_checkpoint(const std::string& path, const CheckpointState& state) override;
 
   const std::shared_ptr<dist::ProcessGroup>& process_group() const { return group_; }
   const DDPOptions& options() const { return options_; }

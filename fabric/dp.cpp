@@ -42,8 +42,7 @@ struct ThreadState {
 }  // namespace
 
 DataParallel::DataParallel(std::shared_ptr<nn::Module> module, int replicas)
-    : module_(std::move(module)), replicas_(replicas) {
-  if (!module_) throw ValueError("DataParallel: the module is null");
+    : WrapperModule(std::move(module), "DataParallel"), replicas_(replicas) {
   if (replicas_ < 1)
     throw ValueError(detail::concat("DataParallel: replicas must be >= 1, got ", replicas_));
 }
@@ -53,7 +52,7 @@ Tensor DataParallel::forward(const Tensor& x) {
     throw ValueError("DataParallel: the input is a scalar; it needs a batch dim (dim 0) to split");
   const int64_t batch = x.size(0);
   const int64_t n = std::min<int64_t>(replicas_, batch);
-  if (n <= 1) return (*module_)(x);
+  if (n <= 1) return (*inner_)(x);
 
   // Balanced chunks: the first batch % n get one extra row. The narrowing is recorded here,
   // so an input that requires grad gets its gradient back through every chunk.
@@ -76,7 +75,7 @@ Tensor DataParallel::forward(const Tensor& x) {
       state.apply();
       AutocastGuard autocast(state.autocast.enabled, state.autocast.dtype);
       default_generator().manual_seed(splitmix64(splitmix64(seed) ^ (step * uint64_t(n) + uint64_t(c))));
-      outputs[size_t(c)] = (*module_)(inputs[size_t(c)]);
+      outputs[size_t(c)] = (*inner_)(inputs[size_t(c)]);
     } catch (...) {
       errors[size_t(c)] = std::current_exception();
     }

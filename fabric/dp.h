@@ -18,10 +18,11 @@
 #include <vector>
 
 #include "fabric/strategy.h"
+#include "fabric/wrapper_module.h"
 
 namespace loom {
 
-class DataParallel : public nn::Module {
+class DataParallel : public WrapperModule {
  public:
   // replicas: how many chunks a batch is split into at most (one per device).
   DataParallel(std::shared_ptr<nn::Module> module, int replicas);
@@ -31,25 +32,10 @@ class DataParallel : public nn::Module {
   // every replica has finished.
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "DataParallel"; }
-  nn::OrderedDict<Tensor> named_parameters(bool recurse = true) const override {
-    return module_->named_parameters(recurse);
-  }
-  nn::OrderedDict<Tensor> named_buffers(bool recurse = true) const override {
-    return module_->named_buffers(recurse);
-  }
-  nn::StateDict state_dict() const override { return module_->state_dict(); }
-  nn::LoadStateDictResult load_state_dict(const nn::StateDict& state, bool strict = true) override {
-    return module_->load_state_dict(state, strict);
-  }
-  nn::Module& train(bool on = true) override {
-    module_->train(on);
-    return nn::Module::train(on);
-  }
-  const std::shared_ptr<nn::Module>& module() const { return module_; }
+  const std::shared_ptr<nn::Module>& module() const { return inner_; }
   int replicas() const { return replicas_; }
 
  private:
-  std::shared_ptr<nn::Module> module_;
   int replicas_;
 };
 

@@ -86,6 +86,12 @@ std::shared_ptr<FabricModule> Fabric::setup_module_impl(
       throw ValueError("setup: an optimizer is already a FabricOptimizer (set up once); pass "
                        "the original optimizer");
   // Refuse foreign optimizers and schedulers before anything is converted, moved or counted.
+  if (!optimizers.empty() && strategy_->optimizer_needs_setup_module_first())
+    throw RuntimeError(detail::concat(
+        "setup: the '", strategy_->name(), "' strategy replaces the module's parameters with "
+        "shards, so an optimizer built before setup would update tensors that no longer train. "
+        "Call fabric.setup_module(model) first, build the optimizer from the returned module's "
+        "parameters(), then call fabric.setup_optimizers(optimizer)"));
   for (optim::Optimizer* o : optimizers) check_optimizer_params(*o, module.get());
   if (scheduler) {
     bool drives = false;
@@ -101,18 +107,14 @@ std::shared_ptr<FabricModule> Fabric::setup_module_impl(
     compile_options = c->options();
     module = c->inner();
   }
-  // 3. Precision, 4. device. Remember each parameter's handle by name, so that a move that
-  // replaced parameter objects can be mirrored in the optimizers.
+  // 3. Precision, 4. device, 5. strategy wrap. Each parameter's handle is remembered by
+  // name, so that a step that replaced parameter objects is mirrored in the optimizers.
   auto before = module->named_parameters();
   precision_->convert_module(*module);
   if (move_to_device) strategy_->module_to_device(*module);
-  std::unordered_map<TensorImpl*, Tensor> replaced;
-  for (const auto& [n, p] : module->named_parameters())
-    if (const Tensor* old = before.find(n); old && !old->is_same(p)) replaced.emplace(old->impl(), p);
-  if (!replaced.empty())
-    for (optim::Optimizer* o : optimizers) o->replace_parameters(replaced);
-  // 5. Strategy wrap, 6. compile again.
   std::shared_ptr<nn::Module> forward = strategy_->setup_module(module);
+  remap_replaced_parameters(before, *module, optimizers);
+  // 6. Compile again.
   if (compile_options && reapply_compile) forward = compile(forward, *compile_options);
   // 7. The FabricModule, and the identities the optimizer check accepts.
   auto fm = std::make_shared<FabricModule>(forward, given, strategy_.get());
@@ -122,18 +124,36 @@ std::shared_ptr<FabricModule> Fabric::setup_module_impl(
   return fm;
 }
 
+void Fabric::remap_replaced_parameters(const nn::OrderedDict<Tensor>& before,
+                                       const nn::Module& module,
+                                       const std::vector<optim::Optimizer*>& optimizers) {
+  if (optimizers.empty()) return;
+  std::unordered_map<TensorImpl*, Tensor> replaced;
+  for (const auto& [n, p] : module.named_parameters())
+    if (const Tensor* old = before.find(n); old && !old->is_same(p)) replaced.emplace(old->impl(), p);
+  if (!replaced.empty())
+    for (optim::Optimizer* o : optimizers) o->replace_parameters(replaced);
+}
+
 void Fabric::check_optimizer_params(const optim::Optimizer& opt, const nn::Module* pending) const {
   std::unordered_set<TensorImpl*> known;
   for (const auto& w : setup_params_)
     if (auto p = w.lock()) known.insert(p.get());
   if (pending)
     for (const Tensor& p : pending->parameters()) known.insert(p.impl());
-  int64_t foreign = 0, total = 0;
+  int64_t foreign = 0, total = 0, meta = 0;
   for (const auto& group : opt.param_groups())
     for (const Tensor& p : group.params) {
       ++total;
       if (!known.count(p.impl())) ++foreign;
+      if (p.is_meta()) ++meta;
     }
+  if (meta > 0)
+    throw RuntimeError(detail::concat(
+        "setup: ", meta, " of the optimizer's ", total, " parameters are on the meta device "
+        "and hold no values, so the optimizer could never step them. Call "
+        "fabric.setup_module(model) first, build the optimizer from the returned module's "
+        "parameters(), then call fabric.setup_optimizers(optimizer)"));
   if (foreign > 0)
     throw ValueError(detail::concat(
         "setup: ", foreign, " of the optimizer's ", total,
@@ -149,8 +169,9 @@ std::shared_ptr<FabricOptimizer> Fabric::setup_optimizer_checked(std::shared_ptr
   if (dynamic_cast<FabricOptimizer*>(opt.get()))
     throw ValueError("setup_optimizers: the optimizer is already a FabricOptimizer (set up once)");
   check_optimizer_params(*opt);
-  strategy_->setup_optimizer(*opt);
-  return std::make_shared<FabricOptimizer>(std::move(opt), strategy_.get());
+  std::shared_ptr<optim::Optimizer> stepped = strategy_->setup_optimizer(opt);
+  if (!stepped) throw RuntimeError("setup_optimizers: the strategy returned no optimizer");
+  return std::make_shared<FabricOptimizer>(std::move(stepped), strategy_.get());
 }
 
 void Fabric::after_setup(const std::shared_ptr<FabricModule>& module,
@@ -213,6 +234,7 @@ Tensor Fabric::clip_gradients(nn::Module& module, optim::Optimizer& optimizer, C
       total += native::sum(pw, {}, false).item_double();
     }
   }
+  total = strategy_->reduce_norm_part(total, inf_norm);  // the whole model's, across shards
   if (!inf_norm) total = std::pow(total, 1.0 / o.norm_type);
   if (o.error_if_nonfinite && !std::isfinite(total))
     throw RuntimeError(detail::concat("clip_gradients: the total norm of the gradients is ", total,
@@ -273,15 +295,11 @@ void Fabric::log_dict(const std::map<std::string, double>& metrics, int64_t step
 }
 
 void Fabric::save(const std::string& path, const CheckpointState& state) {
-  if (is_global_zero()) save_checkpoint(path, state, precision_->state_dict());
-  barrier("save");
+  strategy_->save_checkpoint(path, state);
 }
 
 CheckpointState Fabric::load(const std::string& path, CheckpointState& state, bool strict) {
-  std::map<std::string, double> precision_state;
-  CheckpointState rest = load_checkpoint(path, state, strict, &precision_state);
-  precision_->load_state_dict(precision_state);
-  return rest;
+  return strategy_->load_checkpoint(path, state, strict);
 }
 
 }  // namespace loom

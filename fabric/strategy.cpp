@@ -23,6 +23,18 @@ void Strategy::module_to_device(nn::Module& module) { module.to(root_device()); 
 
 void Strategy::backward(const Tensor& loss) { precision_->pre_backward(loss).backward(); }
 
+void Strategy::save_checkpoint(const std::string& path, const CheckpointState& state) {
+  loom::save_checkpoint(path, state, precision_->state_dict());
+}
+
+CheckpointState Strategy::load_checkpoint(const std::string& path, CheckpointState& state,
+                                          bool strict) {
+  std::map<std::string, double> precision_state;
+  CheckpointState rest = loom::load_checkpoint(path, state, strict, &precision_state);
+  precision_->load_state_dict(precision_state);
+  return rest;
+}
+
 Tensor Strategy::all_reduce(const Tensor& t, ReduceOp) { return t; }
 Tensor Strategy::all_gather(const Tensor& t) { return native::unsqueeze(t, 0); }
 Tensor Strategy::broadcast(const Tensor& t, int) { return t; }

@@ -11,7 +11,9 @@
 #include <optional>
 #include <string>
 
+#include "dist/process_group.h"
 #include "fabric/accelerator.h"
+#include "fabric/checkpoint.h"
 #include "fabric/precision.h"
 #include "fabric/scope.h"
 #include "nn/module.h"
@@ -19,7 +21,8 @@
 
 namespace loom {
 
-enum class ReduceOp { sum, avg, max, min };
+// The collectives' reduction, shared with the process groups (one enum for both layers).
+using dist::ReduceOp;
 
 class Strategy {
  public:
@@ -59,10 +62,21 @@ class Strategy {
   // Moves the module's parameters to root_device() (identity kept, Note [Parameter identity]).
   virtual void module_to_device(nn::Module& module);
   // Wraps the module for this strategy (DDP, FSDP ...); the default returns it unchanged.
+  // A strategy that replaces parameter handles one for one under the same names has
+  // optimizers remapped by Fabric afterwards (as after a device move).
   virtual std::shared_ptr<nn::Module> setup_module(std::shared_ptr<nn::Module> module) {
     return module;
   }
-  virtual void setup_optimizer(optim::Optimizer&) {}
+  // Whether setup_module() turns the module's parameters into other tensors (flat shards),
+  // so that an optimizer must be built from the set-up module's parameters, after
+  // setup_module(): setup(module, optimizer) is then refused.
+  virtual bool optimizer_needs_setup_module_first() const { return false; }
+  // Returns the optimizer Fabric wraps and steps: `opt` itself (the default), or a
+  // replacement that holds it (ZeRO partitions the optimizer's state this way). The
+  // replacement must take `opt`'s param groups and hyper-parameters as given.
+  virtual std::shared_ptr<optim::Optimizer> setup_optimizer(std::shared_ptr<optim::Optimizer> opt) {
+    return opt;
+  }
 
   // ---- training step ----
   virtual void backward(const Tensor& loss);
@@ -75,6 +89,18 @@ class Strategy {
   virtual Tensor all_gather(const Tensor& t);  // stacked along a new dim 0
   virtual Tensor broadcast(const Tensor& t, int src);
   virtual void barrier(const std::string& name = "") {}
+  // The whole model's part of a gradient norm from this process's part (sum of |g|^p, or
+  // max |g| for the inf-norm): the identity where every process holds every gradient
+  // (single device, ddp); a sum or max over the ranks where each holds a shard.
+  virtual double reduce_norm_part(double part, bool inf_norm) { return part; }
+
+  // ---- checkpoints (fabric/checkpoint.h) ----
+  // The default writes the file in this process: right for one process. Data-parallel
+  // strategies write on rank 0 and wait; sharding strategies gather or write shards.
+  virtual void save_checkpoint(const std::string& path, const CheckpointState& state);
+  // Every process loads the file into its own objects.
+  virtual CheckpointState load_checkpoint(const std::string& path, CheckpointState& state,
+                                          bool strict);
 
  protected:
   std::shared_ptr<Accelerator> accelerator_;

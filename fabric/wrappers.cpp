@@ -10,32 +10,20 @@ namespace loom {
 
 FabricModule::FabricModule(std::shared_ptr<nn::Module> forward_module,
                            std::shared_ptr<nn::Module> original, Strategy* strategy)
-    : forward_module_(std::move(forward_module)), original_(std::move(original)), strategy_(strategy) {}
+    : WrapperModule(std::move(forward_module), "FabricModule"),
+      original_(std::move(original)),
+      strategy_(strategy) {}
 
 Tensor FabricModule::forward(const Tensor& input) {
   Precision& p = strategy_->precision();
   ScopeStack ctx = p.forward_context();
-  Tensor out = (*forward_module_)(p.convert_input(input));
+  Tensor out = (*inner_)(p.convert_input(input));
   return p.convert_output(out);
 }
 
-nn::OrderedDict<Tensor> FabricModule::named_parameters(bool recurse) const {
-  return original_->named_parameters(recurse);
-}
-nn::OrderedDict<Tensor> FabricModule::named_buffers(bool recurse) const {
-  return original_->named_buffers(recurse);
-}
-nn::OrderedDict<std::shared_ptr<nn::Module>> FabricModule::named_modules(const std::string& prefix) {
-  return original_->named_modules(prefix);
-}
-nn::StateDict FabricModule::state_dict() const { return original_->state_dict(); }
-nn::LoadStateDictResult FabricModule::load_state_dict(const nn::StateDict& state, bool strict) {
-  return original_->load_state_dict(state, strict);
-}
 nn::Module& FabricModule::train(bool on) {
-  forward_module_->train(on);
-  original_->train(on);
-  return nn::Module::train(on);
+  original_->train(on);  // the original may not be on the forward chain (a compiled module)
+  return WrapperModule::train(on);
 }
 
 // ---- FabricOptimizer ----

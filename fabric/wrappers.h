@@ -1,9 +1,10 @@
 // What Fabric::setup() returns: FabricModule, FabricOptimizer and FabricDataLoader.
 //
-// FabricModule is an nn::Module around two modules: the strategy-wrapped one that forward
-// runs (a DDP wrapper, say) and the original one the user built. Forward runs inside the
-// precision plugin's context; parameters, state_dict() and load_state_dict() go to the
-// original module, with no wrapper prefix in the keys. FabricOptimizer is an
+// FabricModule is a WrapperModule around the strategy-wrapped module that forward runs (a DDP
+// wrapper, say), and keeps the original one the user built. Forward runs inside the
+// precision plugin's context; parameters, state_dict() and load_state_dict() go through the
+// strategy's wrappers to the original module, with no wrapper prefix in the keys (a sharding
+// strategy's wrapper presents its shards instead). FabricOptimizer is an
 // optim::Optimizer whose step() goes through the strategy and precision plugin (the f16
 // gradient scaler lives there). FabricDataLoader moves each batch to the device.
 #pragma once
@@ -12,12 +13,13 @@
 
 #include "data/dataloader.h"
 #include "fabric/strategy.h"
+#include "fabric/wrapper_module.h"
 #include "nn/module.h"
 #include "optim/optimizer.h"
 
 namespace loom {
 
-class FabricModule : public nn::Module {
+class FabricModule : public WrapperModule {
  public:
   FabricModule(std::shared_ptr<nn::Module> forward_module, std::shared_ptr<nn::Module> original,
                Strategy* strategy);
@@ -26,7 +28,7 @@ class FabricModule : public nn::Module {
   std::string name() const override { return "FabricModule(" + original_->name() + ")"; }
 
   const std::shared_ptr<nn::Module>& original_module() const { return original_; }
-  const std::shared_ptr<nn::Module>& forward_module() const { return forward_module_; }
+  const std::shared_ptr<nn::Module>& forward_module() const { return inner_; }
   template <class M>
   std::shared_ptr<M> original() const {
     auto m = std::dynamic_pointer_cast<M>(original_);
@@ -34,16 +36,9 @@ class FabricModule : public nn::Module {
                              original_->name() + ", not the requested type");
     return m;
   }
-
-  nn::OrderedDict<Tensor> named_parameters(bool recurse = true) const override;
-  nn::OrderedDict<Tensor> named_buffers(bool recurse = true) const override;
-  nn::OrderedDict<std::shared_ptr<nn::Module>> named_modules(const std::string& prefix = "") override;
-  nn::StateDict state_dict() const override;
-  nn::LoadStateDictResult load_state_dict(const nn::StateDict& state, bool strict = true) override;
   nn::Module& train(bool on = true) override;
 
  private:
-  std::shared_ptr<nn::Module> forward_module_;
   std::shared_ptr<nn::Module> original_;
   Strategy* strategy_;
 };

@@ -82,7 +82,10 @@ class TracingStrategy : public SingleDeviceStrategy {
     trace_->events.push_back("strategy.setup_module");
     return m;
   }
-  void setup_optimizer(optim::Optimizer&) override { trace_->events.push_back("setup_optimizer"); }
+  std::shared_ptr<optim::Optimizer> setup_optimizer(std::shared_ptr<optim::Optimizer> opt) override {
+    trace_->events.push_back("setup_optimizer");
+    return opt;
+  }
 
  private:
   Trace* trace_;
