@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "dist/gloo_store.h"
+#include "dist/launcher_watch.h"
 #include "dist/reduce_op.h"
 #include "dist/shm_all_reduce.h"
 #include "tensor/error.h"
@@ -285,6 +286,13 @@ void GlooProcessGroup::run_task(Task& task, uint64_t seq) {
           ". A rank may have died or called a different collective; check the other ranks' "
           "output, and set LOOM_DEBUG_COLLECTIVES=1 to compare what every rank called"));
     }
+  } catch (const ValueError&) {
+    error = std::current_exception();  // a bad argument: no peer is missing
+  } catch (const std::exception& e) {
+    // A peer may be gone. When it is the launcher of this rank, the rank ends here with the
+    // one line that says so (launcher_watch.h); otherwise the error goes to the caller.
+    stop_if_launcher_died(e.what());
+    error = std::current_exception();
   } catch (...) {
     error = std::current_exception();
   }

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <thread>
 
+#include "dist/launcher_watch.h"
 #include "dist/socket.h"
 #include "tensor/error.h"
 
@@ -173,6 +174,8 @@ void ProcessLauncher::spawn(const ProcessSpec& spec) {
   // Everything the child needs is built before fork(): after it, only async-signal-safe calls.
   EnvMap env = process_environment();
   for (auto& [key, value] : spec.env_overrides) env[key] = value;
+  env[kLauncherPidVariable] = std::to_string(::getpid());
+  env[kLauncherNameVariable] = options_.name;
   std::string program = resolve_program(spec.argv[0], env, spec.rank);
   std::vector<std::string> env_strings;
   for (auto& [key, value] : env) env_strings.push_back(key + "=" + value);

@@ -18,6 +18,8 @@
 //
 // Each child also gets PR_SET_PDEATHSIG = SIGKILL: if the launcher itself is killed, no rank
 // outlives it. Linux ties this to the thread that forked, so spawn from a long-lived thread.
+// Its environment names the launcher (LOOM_LAUNCHER_PID, LOOM_LAUNCHER_NAME), so that a loom
+// rank can turn that silent kill into one line saying why it stops (launcher_watch.h).
 //
 // Not here: choosing ranks or ports (cluster_environment.h builds the variables), remote
 // nodes (run one launcher per node), restarts or elasticity.
@@ -58,6 +60,9 @@ struct LauncherOptions {
   // them after the grace period). Off by default: a library should not take over a program's
   // signal handlers unless asked; loomrun turns it on.
   bool forward_signals = false;
+  // What the ranks call this launcher in the line they write if it dies (launcher_watch.h):
+  // "the launcher (loomrun, pid 42) ... died"; Fabric's "ddp" launch names itself "rank 0".
+  std::string name = "the launcher";
 };
 
 struct RankExit {

@@ -11,6 +11,7 @@
 #include "autograd/grad_mode.h"
 #include "dist/gloo_process_group.h"
 #include "dist/init.h"
+#include "dist/launcher_watch.h"
 #include "fabric/compile.h"
 #include "fabric/wrappers.h"
 #include "kernels/cpu/parallel.h"
@@ -87,6 +88,8 @@ void DDPStrategy::launch(const std::function<void()>& fn) {
           name(), ": the launcher started ", world_size_, " processes (", env_->name(),
           ") but devices x num_nodes = ", devices_.size(), " x ", num_nodes_, " = ", expected,
           "; make them agree (e.g. loomrun --nproc-per-node ", devices_.size(), ")"));
+    // Started by a loom launcher (loomrun, or rank 0 below): if it dies, say so and stop.
+    dist::watch_launcher(global_rank_);
     fn();
     return;
   }
@@ -107,7 +110,7 @@ void DDPStrategy::launch_processes(const std::function<void()>& fn) {
   if (world_size_ > 1) {
     std::vector<std::string> argv = own_argv();
     launcher_ = std::make_unique<dist::ProcessLauncher>(
-        dist::LauncherOptions{.output = dist::OutputMode::kInherit});
+        dist::LauncherOptions{.output = dist::OutputMode::kInherit, .name = "rank 0"});
     for (int r = 1; r < world_size_; ++r) {
       dist::RankLayout layout{.nproc_per_node = world_size_, .nnodes = 1, .node_rank = 0,
                               .local_rank = r, .master_addr = master_addr_,
@@ -139,6 +142,7 @@ void DDPStrategy::spawn_processes(const std::function<void()>& fn) {
     int fd;  // read end of the child's error pipe
   };
   std::vector<Child> children;
+  pid_t rank0 = ::getpid();
   for (int r = 1; r < world_size_; ++r) {
     int fds[2];
     if (pipe(fds) != 0) throw RuntimeError("ddp_spawn: pipe() failed");
@@ -146,6 +150,8 @@ void DDPStrategy::spawn_processes(const std::function<void()>& fn) {
     if (pid < 0) throw RuntimeError("ddp_spawn: fork() failed");
     if (pid == 0) {
       close(fds[0]);
+      // No rank outlives rank 0, and each says so in one line if rank 0 dies first.
+      dist::watch_parent(r, rank0, "rank 0");
       global_rank_ = local_rank_ = r;
       int status = 0;
       try {
