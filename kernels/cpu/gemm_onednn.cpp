@@ -1,0 +1,176 @@
+#include "kernels/cpu/gemm_onednn.h"
+
+#include "tensor/error.h"  // header only: LOOM_CHECK
+
+#if LOOM_WITH_ONEDNN
+
+#include <dlfcn.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <tuple>
+
+#include "kernels/cpu/capability.h"
+
+namespace loom::kernels::cpu {
+namespace {
+
+using OmpSetNumThreads = void (*)(int);
+
+// oneDNN's OpenMP runtime is found through the process's symbols rather than linked: loom
+// does not build with -fopenmp, and must call the very runtime oneDNN was built against.
+OmpSetNumThreads omp_set_num_threads_fn() {
+  static OmpSetNumThreads fn =
+      reinterpret_cast<OmpSetNumThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  return fn;
+}
+
+// Before the first JIT kernel: oneDNN may use no more than the highest level this process may
+// use (LOOM_CPU_CAPABILITY's cap). A level lowered in process (CpuLevelGuard) is followed by
+// gemm.cpp, which stops calling oneDNN for what that level lacks.
+void cap_isa_once() {
+  static const bool done = [] {
+    dnnl_cpu_isa_t isa = dnnl_cpu_isa_all;
+    switch (CpuLevel(max_cpu_level_index())) {
+      case CpuLevel::avx512: isa = dnnl_cpu_isa_avx512_core; break;
+      case CpuLevel::avx512_bf16: isa = dnnl_cpu_isa_avx512_core_bf16; break;
+      case CpuLevel::amx: isa = dnnl_cpu_isa_avx512_core_amx; break;
+      default: isa = dnnl_cpu_isa_avx2; break;
+    }
+    (void)dnnl_set_max_cpu_isa(isa);  // refused once a kernel exists: nothing to do then
+    return true;
+  }();
+  (void)done;
+}
+
+// Every thread that calls oneDNN: one OpenMP thread, so no team (and no spinning workers).
+void single_threaded() {
+  thread_local bool set = false;
+  if (!set) {
+    omp_set_num_threads_fn()(1);
+    cap_isa_once();
+    set = true;
+  }
+}
+
+// ---- bf16 matmul primitives, cached by shape ----
+
+struct Bf16Key {
+  int64_t m, n, k, lda, ldb, ldc;
+  float beta;
+  auto tie() const { return std::tie(m, n, k, lda, ldb, ldc, beta); }
+  bool operator<(const Bf16Key& o) const { return tie() < o.tie(); }
+};
+
+struct Bf16Primitive {
+  dnnl::matmul prim;
+  dnnl::memory::desc a, b, c;
+};
+
+constexpr size_t kMaxCachedPrimitives = 256;
+std::mutex g_cache_mu;
+std::map<Bf16Key, std::shared_ptr<const Bf16Primitive>> g_cache;
+std::atomic<int64_t> g_created{0};
+
+const dnnl::engine& engine() {
+  static const dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+std::shared_ptr<const Bf16Primitive> bf16_primitive(const Bf16Key& key) {
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mu);
+    auto it = g_cache.find(key);
+    if (it != g_cache.end()) return it->second;
+  }
+  using dt = dnnl::memory::data_type;
+  using dims = dnnl::memory::dims;
+  std::shared_ptr<const Bf16Primitive> p;
+  try {
+    dnnl::memory::desc a({key.m, key.k}, dt::bf16, dims{key.lda, 1});
+    dnnl::memory::desc b({key.k, key.n}, dt::bf16, dims{key.ldb, 1});
+    dnnl::memory::desc c({key.m, key.n}, dt::bf16, dims{key.ldc, 1});
+    dnnl::primitive_attr attr;
+    if (key.beta != 0.0f) {
+      dnnl::post_ops ops;
+      ops.append_sum(key.beta);
+      attr.set_post_ops(ops);
+    }
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, engine());
+    // Only a kernel that multiplies in bf16: a reference or f32-emulating implementation
+    // would be slower than loom's converting path.
+    const std::string impl = pd.impl_info_str();
+    if (impl.find("bf16") != std::string::npos || impl.find("amx") != std::string::npos) {
+      p = std::make_shared<const Bf16Primitive>(Bf16Primitive{dnnl::matmul(pd), a, b, c});
+      g_created.fetch_add(1, std::memory_order_relaxed);
+    }
+  } catch (const dnnl::error&) {
+    p = nullptr;  // no kernel for this shape: remembered as such
+  }
+  std::lock_guard<std::mutex> lock(g_cache_mu);
+  if (g_cache.size() >= kMaxCachedPrimitives) g_cache.clear();
+  g_cache.emplace(key, p);
+  return p;
+}
+
+}  // namespace
+
+bool onednn_available() {
+  static const bool ok = omp_set_num_threads_fn() != nullptr;
+  return ok;
+}
+
+std::string onednn_version() {
+  if (!onednn_available()) return "oneDNN unusable (no OpenMP runtime symbol)";
+  const dnnl_version_t* v = dnnl_version();
+  return detail::concat("oneDNN ", v->major, ".", v->minor, ".", v->patch);
+}
+
+void onednn_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a,
+                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  single_threaded();
+  dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a, lda, b, ldb,
+                                beta, c, ldc);
+  LOOM_CHECK(st == dnnl_success, "gemm: dnnl_sgemm failed with status ", int(st));
+}
+
+bool onednn_bf16_gemm(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda,
+                      const uint16_t* b, int64_t ldb, float beta, uint16_t* c, int64_t ldc) {
+  single_threaded();
+  std::shared_ptr<const Bf16Primitive> p = bf16_primitive({m, n, k, lda, ldb, ldc, beta});
+  if (!p) return false;
+  thread_local dnnl::stream stream(engine());
+  dnnl::memory am(p->a, engine(), const_cast<uint16_t*>(a));
+  dnnl::memory bm(p->b, engine(), const_cast<uint16_t*>(b));
+  dnnl::memory cm(p->c, engine(), c);
+  p->prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  stream.wait();
+  return true;
+}
+
+int64_t onednn_primitives_created() { return g_created.load(std::memory_order_relaxed); }
+
+}  // namespace loom::kernels::cpu
+
+#else  // built without oneDNN
+
+namespace loom::kernels::cpu {
+
+bool onednn_available() { return false; }
+std::string onednn_version() { return "oneDNN not built in"; }
+void onednn_sgemm(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                  int64_t, float, float*, int64_t) {
+  LOOM_CHECK(false, "gemm: loom was built without oneDNN");
+}
+bool onednn_bf16_gemm(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*,
+                      int64_t, float, uint16_t*, int64_t) {
+  return false;
+}
+int64_t onednn_primitives_created() { return 0; }
+
+}  // namespace loom::kernels::cpu
+
+#endif

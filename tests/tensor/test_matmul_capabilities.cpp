@@ -1,0 +1,171 @@
+// GEMMs under every CPU level this machine supports (kernels/cpu/capability.h): OpenBLAS below
+// avx512, oneDNN's f32 GEMM from avx512, its bf16 matmul from avx512_bf16. Each is compared
+// with an f64 reference over the values the operands hold, within the error bound of a GEMM
+// accumulated in f32 plus the rounding of the output:
+//   |C - ref| <= 2 (u_out + (k + 1) u_f32) sum_p |a_ip b_pj|
+// (vdpbf16ps multiplies bf16 pairs exactly in f32 and accumulates in f32, so bf16 keeps the f32
+// accumulation bound). Results must be reproducible bit for bit at a fixed thread count and
+// agree across thread counts within the same bound (docs/design.md "Determinism").
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/capability.h"
+#include "kernels/cpu/gemm_onednn.h"
+#include "kernels/threads_guard.h"
+#include "tensor/factories.h"
+#include "tensor/native.h"
+#include "tensor/random.h"
+
+namespace loom {
+namespace {
+
+Tensor rnd(const Shape& shape, DType dtype) {
+  return native::to(randn(shape, DType::f64), Device::cpu(), dtype);
+}
+
+double unit_roundoff(DType t) {
+  switch (t) {
+    case DType::f32: return 6e-8;
+    case DType::f16: return 4.9e-4;
+    default: return 3.9e-3;
+  }
+}
+
+// C = A @ B for 2-D or 3-D (batched) A and 2-D or 3-D B, in f64, with sum |a||b| per output.
+void reference(const Tensor& a, const Tensor& b, std::vector<double>& value,
+               std::vector<double>& abs_sum) {
+  Tensor a3 = a.dim() == 2 ? native::unsqueeze(a, 0) : a;
+  Tensor b3 = b.dim() == 2 ? native::unsqueeze(b, 0) : b;
+  const int64_t batch = std::max(a3.sizes()[0], b3.sizes()[0]);
+  const int64_t m = a3.sizes()[1], k = a3.sizes()[2], n = b3.sizes()[2];
+  std::vector<double> av = native::contiguous(a3).to_double_vector();
+  std::vector<double> bv = native::contiguous(b3).to_double_vector();
+  value.assign(size_t(batch * m * n), 0.0);
+  abs_sum.assign(value.size(), 0.0);
+  for (int64_t bi = 0; bi < batch; ++bi) {
+    const int64_t ao = (a3.sizes()[0] == 1 ? 0 : bi) * m * k;
+    const int64_t bo = (b3.sizes()[0] == 1 ? 0 : bi) * k * n;
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0, sa = 0;
+        for (int64_t p = 0; p < k; ++p) {
+          const double x = av[size_t(ao + i * k + p)] * bv[size_t(bo + p * n + j)];
+          s += x;
+          sa += std::abs(x);
+        }
+        value[size_t((bi * m + i) * n + j)] = s;
+        abs_sum[size_t((bi * m + i) * n + j)] = sa;
+      }
+  }
+}
+
+void expect_within_bound(const Tensor& c, const std::vector<double>& value,
+                         const std::vector<double>& abs_sum, int64_t k, const std::string& what) {
+  std::vector<double> v = c.to_double_vector();
+  ASSERT_EQ(v.size(), value.size()) << what;
+  const double u = unit_roundoff(c.dtype());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const double tol = 2 * (u + double(k + 1) * 6e-8) * abs_sum[i] + 1e-12;
+    ASSERT_NEAR(v[i], value[i], tol) << what << ", element " << i;
+  }
+}
+
+struct Case {
+  const char* name;
+  Shape a, b;
+  bool ta, tb;  // operand stored transposed and passed as a transposed view
+};
+
+// Shapes that go through each path: large enough to be split over two threads, transposed
+// operands (Linear's forward x @ w^T, its weight gradient dy^T @ x), batched, and ragged edges.
+const Case kCases[] = {
+    {"square", {256, 320}, {320, 288}, false, false},
+    {"x @ w^T", {200, 384}, {384, 300}, false, true},
+    {"dy^T @ x", {130, 512}, {512, 96}, true, false},
+    {"both transposed", {72, 100}, {100, 136}, true, true},
+    {"batched", {3, 40, 96}, {3, 96, 72}, false, false},
+    {"batch times matrix", {4, 64, 48}, {48, 80}, false, false},
+    {"wide C", {40, 128}, {128, 2100}, false, false},
+};
+
+Tensor operand(const Shape& shape, bool transposed, DType t) {
+  if (!transposed) return rnd(shape, t);
+  Shape s = shape;
+  std::swap(s[s.size() - 1], s[s.size() - 2]);
+  return native::transpose(rnd(s, t), -1, -2);
+}
+
+class GemmAtEveryLevel : public ::testing::TestWithParam<std::tuple<int, DType>> {};
+
+TEST_P(GemmAtEveryLevel, MatchesTheReferenceAndIsReproducible) {
+  const auto [level, dtype] = GetParam();
+  if (level > max_cpu_level_index()) GTEST_SKIP() << "this machine (or LOOM_CPU_CAPABILITY) stops at "
+                                                 << to_string(CpuLevel(max_cpu_level_index()));
+  CpuLevelGuard cap{CpuLevel(level)};
+  ThreadsGuard restore;
+  manual_seed(21);
+  for (const Case& c : kCases) {
+    Tensor a = operand(c.a, c.ta, dtype), b = operand(c.b, c.tb, dtype);
+    std::vector<double> value, abs_sum;
+    reference(a, b, value, abs_sum);
+    const std::string what = std::string(c.name) + " at " + to_string(CpuLevel(level));
+    Tensor one;
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      Tensor first = native::matmul(a, b), again = native::matmul(a, b);
+      EXPECT_TRUE(first.equal(again)) << what << ", " << threads << " threads: not reproducible";
+      expect_within_bound(first, value, abs_sum, c.a.back(), what);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Levels, GemmAtEveryLevel,
+    ::testing::Combine(::testing::Range(0, int(CpuLevel::amx) + 1),
+                       ::testing::Values(DType::f32, DType::bf16, DType::f16)),
+    [](const auto& info) {
+      return std::string(to_string(CpuLevel(std::get<0>(info.param)))) + "_" +
+             std::string(dtype_name(std::get<1>(info.param)));
+    });
+
+// beta = 1 (Linear adds into C pre-filled with the bias) through every path.
+TEST(GemmAtEveryLevel, LinearWithBiasAtEveryLevel) {
+  manual_seed(22);
+  for (int level = 0; level <= max_cpu_level_index(); ++level) {
+    CpuLevelGuard cap{CpuLevel(level)};
+    for (DType t : {DType::f32, DType::bf16}) {
+      Tensor x = rnd({96, 160}, t), w = rnd({200, 160}, t), bias = rnd({200}, t);
+      Tensor y = native::linear(x, w, bias);
+      Tensor x64 = native::to(x, Device::cpu(), DType::f64);
+      Tensor wt64 = native::transpose(native::to(w, Device::cpu(), DType::f64), 0, 1);
+      Tensor ref = native::matmul(x64, wt64).add(native::to(bias, Device::cpu(), DType::f64));
+      std::vector<double> v = y.to_double_vector(), r = ref.to_double_vector();
+      const double tol = t == DType::f32 ? 2e-4 : 0.15;  // |y| ~ 13: bf16 spacing is 0.0625
+      for (size_t i = 0; i < v.size(); ++i)
+        ASSERT_NEAR(v[i], r[i], tol) << to_string(CpuLevel(level)) << " " << t << " " << i;
+    }
+  }
+}
+
+// With AVX512-BF16, a bf16 GEMM runs in oneDNN's bf16 kernel: one primitive per shape, made
+// once and then reused.
+TEST(GemmAtEveryLevel, Bf16UsesOneDnnBf16KernelsWhenTheCpuHasThem) {
+  if (max_cpu_level_index() < int(CpuLevel::avx512_bf16) || !kernels::cpu::onednn_available())
+    GTEST_SKIP() << "no AVX512-BF16 here, or loom built without oneDNN";
+  ThreadsGuard restore;
+  set_num_threads(1);
+  manual_seed(23);
+  Tensor a = rnd({48, 80}, DType::bf16), b = rnd({80, 56}, DType::bf16);
+  native::matmul(a, b);
+  const int64_t made = kernels::cpu::onednn_primitives_created();
+  native::matmul(a, b);
+  EXPECT_EQ(kernels::cpu::onednn_primitives_created(), made);
+  native::matmul(rnd({49, 80}, DType::bf16), b);
+  EXPECT_EQ(kernels::cpu::onednn_primitives_created(), made + 1);
+}
+
+}  // namespace
+}  // namespace loom
