@@ -1,12 +1,14 @@
 #include "tensor/random.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <numbers>
 #include <type_traits>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/philox.h"
 #include "tensor/native.h"
 
 namespace loom {
@@ -77,6 +79,49 @@ void fill_any(const Tensor& t, FillFn fill) {
   native::copy_(t, tmp);  // bumps t's version
 }
 
+// Positions per parallel chunk of the Philox fills, and per f32 block of a 16-bit fill.
+constexpr int64_t kPhiloxGrain = int64_t(1) << 16;
+constexpr int64_t kLowpBlock = 1024;
+
+// Fills a contiguous tensor from the Philox stream at positions base + i: f32 straight from
+// fill32(out, n, first) (kernels/cpu/philox.h), f16/bf16 through f32 blocks rounded once, f64
+// and the integer dtypes from value64(position) in double.
+template <class Fill32, class Value64>
+void fill_philox(const Tensor& t, uint64_t base, Fill32 fill32, Value64 value64) {
+  if (t.is_meta() || t.numel() == 0) return;
+  void* data = t.raw_data_ptr();
+  visit_dtype(t.dtype(), [&](auto z) {
+    using T = decltype(z);
+    T* out = static_cast<T*>(data);
+    kernels::parallel_for(0, t.numel(), kPhiloxGrain, [&](int64_t b, int64_t e) {
+      if constexpr (std::is_same_v<T, float>) {
+        fill32(out + b, e - b, base + uint64_t(b));
+      } else if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
+        float block[kLowpBlock];
+        for (int64_t i0 = b; i0 < e; i0 += kLowpBlock) {
+          const int64_t n = std::min(kLowpBlock, e - i0);
+          fill32(block, n, base + uint64_t(i0));
+          for (int64_t i = 0; i < n; ++i) {
+            if constexpr (std::is_same_v<T, Half>) {
+              out[i0 + i] = Half{f32_to_f16(block[i])};
+            } else {  // f32_to_bf16 without its NaN branch (the values are finite): vectorises
+              uint32_t x = std::bit_cast<uint32_t>(block[i]);
+              out[i0 + i] = BFloat16{uint16_t((x + 0x7fffu + ((x >> 16) & 1u)) >> 16)};
+            }
+          }
+        }
+      } else {
+        for (int64_t i = b; i < e; ++i) out[i] = from_double<T>(value64(base + uint64_t(i)));
+      }
+    });
+  });
+}
+
+// The Philox word of position p as a double in [0, 1) with 32 random bits.
+inline double word_unit(uint64_t seed, uint64_t p) {
+  return double(kernels::cpu::philox_word(seed, p)) * 0x1.0p-32;
+}
+
 }  // namespace
 
 Generator& default_generator() {
@@ -87,31 +132,45 @@ Generator& default_generator() {
 void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
 
 void fill_uniform(const Tensor& t, double lo, double hi, Generator& g) {
-  uint64_t seed = g.seed(), base = g.advance(uint64_t(t.numel()));
+  const uint64_t n = uint64_t(t.numel());
+  const uint64_t seed = g.seed(), base = g.advance(n);
   double span = hi - lo;
   double cap = largest_below(hi, t.dtype());
   if (!(cap >= lo)) cap = hi;  // an empty interval [lo, lo) gives lo
+  // In f32 (for f32, f16 and bf16): lo + span u, u = (w >> 8) 2^-24, then at most the largest
+  // value of the dtype below hi (representable in f32, so rounding to 16 bits keeps it below).
+  float cap32 = float(cap);
+  if (double(cap32) > cap) cap32 = std::nextafter(cap32, -std::numeric_limits<float>::infinity());
   fill_any(t, [&](const Tensor& c) {
-    fill_contiguous(c, [&](int64_t i) {
-      return std::min(lo + span * unit(mix(seed, base + i)), cap);
-    });
+    fill_philox(
+        c, base,
+        [&](float* out, int64_t count, uint64_t first) {
+          kernels::cpu::philox_uniform_f32(out, count, seed, first, float(lo), float(span), cap32);
+        },
+        [&](uint64_t p) { return std::min(lo + span * word_unit(seed, p), cap); });
   });
 }
 
 void fill_normal(const Tensor& t, double mean, double std, Generator& g) {
-  // Box-Muller on the counter pair (2k, 2k+1): element 2k takes the cosine branch and 2k+1
-  // the sine branch, so each value depends only on its own index.
-  uint64_t n = uint64_t(t.numel());
-  uint64_t seed = g.seed(), base = g.advance(n + (n & 1));
+  // Box-Muller on Philox words 0 and 1 (2 and 3) of one block (kernels/cpu/philox.h); in
+  // double for f64 from the same words, with 32-bit uniforms.
+  const uint64_t n = uint64_t(t.numel());
+  const uint64_t seed = g.seed(), base = g.advance(n);
   fill_any(t, [&](const Tensor& c) {
-    fill_contiguous(c, [&](int64_t i) {
-      uint64_t k = base + uint64_t(i & ~int64_t(1));
-      double u1 = 1.0 - unit(mix(seed, k));  // (0, 1]: log is finite
-      double u2 = unit(mix(seed, k + 1));
-      double r = std::sqrt(-2.0 * std::log(u1));
-      double a = 2.0 * std::numbers::pi * u2;
-      return mean + std * r * ((i & 1) ? std::sin(a) : std::cos(a));
-    });
+    fill_philox(
+        c, base,
+        [&](float* out, int64_t count, uint64_t first) {
+          kernels::cpu::philox_normal_f32(out, count, seed, first, float(mean), float(std));
+        },
+        [&](uint64_t p) {
+          // p's pair: the positions of words 2j and 2j + 1 of its block, 16 apart.
+          const uint64_t word = p % 64 / 16, first_of_pair = p - (word & 1) * 16;
+          const double u1 = 1.0 - word_unit(seed, first_of_pair);  // (0, 1]
+          const double u2 = word_unit(seed, first_of_pair + 16);
+          const double r = std::sqrt(-2.0 * std::log(u1));
+          const double a = 2.0 * std::numbers::pi * u2;
+          return mean + std * r * ((word & 1) ? std::sin(a) : std::cos(a));
+        });
   });
 }
 

@@ -1,6 +1,8 @@
-// Seeded random numbers: a counter-based generator (Philox-style hashing of seed and
-// position), so a fill is reproducible for a seed on every run, on any number of threads,
-// and each element's value depends only on (seed, offset, index).
+// Seeded random numbers: counter-based generators, so a fill is reproducible for a seed on
+// every run, on any number of threads and with any instruction set, and each element's value
+// depends only on (seed, offset + index). Uniform and normal fills draw from Philox4x32-10,
+// vectorised (kernels/cpu/philox.h); randint and dropout masks from a SplitMix64 hash of
+// (seed, position). A generator's offset counts the values drawn.
 #pragma once
 
 #include <cstdint>
