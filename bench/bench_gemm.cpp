@@ -1,5 +1,13 @@
 // GEMM throughput: native::matmul against a direct cblas_sgemm on the same buffers, in one
-// binary, for 1 and 2 threads; and bf16/f16 matmul (converted to f32 in panels) at the same size.
+// binary, for 1 and 2 threads; and bf16/f16 matmul at the same size.
+//
+// The header line is loom::cpu_capability_description() (level, flags, GEMM backends). The
+// closing "ratio" lines compare, in the same run, loom's 1024^3 f32 matmul with the best rate
+// an installed library reaches on this machine: OpenBLAS as the environment configures it
+// (BM_cblas_sgemm), oneDNN's sgemm called directly on one thread (BM_onednn_sgemm), and
+// OpenBLAS with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset, so that it picks its kernel for this
+// CPU (AVX-512 here), measured in a child process (this binary re-run with those two variables
+// removed from its environment alone); and loom's bf16 and f16 matmul with its f32 one.
 //
 // Napkin math: a 1024^3 GEMM is 2 * 1024^3 = 2.15 GFLOP. This machine's ceiling is OpenBLAS
 // itself (docs/design.md "Machines": 85 GFLOP/s on 1 thread, 169 on 2), i.e. ~25 ms and
@@ -10,6 +18,15 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <unistd.h>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/capability.h"
+#include "kernels/cpu/gemm_onednn.h"
 #include "kernels/cpu/parallel.h"
 #include "tensor/factories.h"
 #include "tensor/native.h"
@@ -39,6 +56,22 @@ void BM_cblas_sgemm(benchmark::State& state) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(kN), int(kN), int(kN), 1.0f, ap,
                 int(kN), bp, int(kN), 0.0f, cp, int(kN));
     benchmark::DoNotOptimize(cp);
+    benchmark::ClobberMemory();
+  }
+  set_flops(state);
+}
+
+// oneDNN's sgemm straight on the buffers, one thread (how loom calls it per block).
+void BM_onednn_sgemm(benchmark::State& state) {
+  if (!loom::kernels::cpu::onednn_available()) {
+    state.SkipWithError("loom built without oneDNN");
+    return;
+  }
+  loom::manual_seed(0);
+  Tensor a = loom::randn({kN, kN}), b = loom::randn({kN, kN}), c = loom::zeros({kN, kN});
+  for (auto _ : state) {
+    loom::kernels::cpu::onednn_sgemm(false, false, kN, kN, kN, a.data_ptr<float>(), kN,
+                                     b.data_ptr<float>(), kN, 0.0f, c.data_ptr<float>(), kN);
     benchmark::ClobberMemory();
   }
   set_flops(state);
@@ -142,6 +175,7 @@ void BM_linear_forward(benchmark::State& state) {
 }
 
 BENCHMARK(BM_cblas_sgemm)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_onednn_sgemm)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_matmul, f32, DType::f32)
     ->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_matmul, bf16, DType::bf16)
@@ -158,6 +192,86 @@ BENCHMARK(BM_skinny_cblas)
 BENCHMARK(BM_skinny_matmul)
     ->ArgsProduct({{0, 1, 2}, {1, 2}})->Unit(benchmark::kMicrosecond)->UseRealTime();
 
+// Keeps each run's FLOP/s for the closing ratios; prints them only when `echo`.
+class Collect : public benchmark::ConsoleReporter {
+ public:
+  explicit Collect(bool echo) : echo_(echo) {}
+  std::map<std::string, double> flops;
+  bool ReportContext(const Context& context) override {
+    return echo_ ? ConsoleReporter::ReportContext(context) : true;
+  }
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      auto it = r.counters.find("FLOP/s");
+      if (it != r.counters.end() && !r.error_occurred) flops[r.benchmark_name()] = double(it->second);
+    }
+    if (echo_) ConsoleReporter::ReportRuns(runs);
+  }
+
+ private:
+  bool echo_;
+};
+
+constexpr const char* kChildVar = "LOOM_BENCH_GEMM_BASELINE_CHILD";
+
+// BM_cblas_sgemm's FLOP/s per thread count in a child process without OPENBLAS_CORETYPE and
+// OPENBLAS_L2_SIZE (OpenBLAS then picks its kernel for this CPU).
+std::map<std::string, double> openblas_unconfigured_rates() {
+  std::map<std::string, double> rates;
+  char self[4096];
+  const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (len <= 0) return rates;
+  self[len] = '\0';
+  const std::string cmd = std::string("env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ") + kChildVar +
+                          "=1 '" + self + "' --benchmark_filter='^BM_cblas_sgemm/' "
+                          "--benchmark_min_time=0.5";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return rates;
+  char name[256];
+  double value = 0;
+  while (std::fscanf(pipe, "baseline %255s %lf\n", name, &value) == 2) rates[name] = value;
+  pclose(pipe);
+  return rates;
+}
+
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  const bool child = std::getenv(kChildVar) != nullptr;
+  if (!child) std::printf("%s\n", loom::cpu_capability_description().c_str());
+  benchmark::Initialize(&argc, argv);
+  Collect reporter(!child);
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  if (child) {
+    for (const auto& [name, value] : reporter.flops) std::printf("baseline %s %.6g\n", name.c_str(), value);
+    return 0;
+  }
+  auto& r = reporter.flops;
+  if (!r.count("BM_matmul/f32/1/real_time")) return 0;
+  const std::map<std::string, double> unconfigured = openblas_unconfigured_rates();
+  for (const char* threads : {"1", "2"}) {
+    const std::string t = std::string("/") + threads + "/real_time";
+    const double loom_f32 = r["BM_matmul/f32" + t];
+    if (loom_f32 <= 0) continue;
+    double best = 0;
+    std::string best_name;
+    auto consider = [&](const std::string& name, double v) {
+      if (v > best) best = v, best_name = name;
+    };
+    consider("OpenBLAS as configured", r["BM_cblas_sgemm" + t]);
+    if (std::string(threads) == "1") consider("oneDNN sgemm", r["BM_onednn_sgemm/real_time"]);
+    auto it = unconfigured.find("BM_cblas_sgemm" + t);
+    if (it != unconfigured.end()) consider("OpenBLAS, OPENBLAS_CORETYPE/L2_SIZE unset", it->second);
+    std::printf("ratio f32  1024^3 %s thread(s): loom %.1f GFLOP/s = %.2fx the best library rate "
+                "(%s, %.1f GFLOP/s)\n",
+                threads, loom_f32 * 1e-9, loom_f32 / best, best_name.c_str(), best * 1e-9);
+    for (const char* low : {"bf16", "f16"}) {
+      const double v = r[std::string("BM_matmul/") + low + t];
+      if (v > 0)
+        std::printf("ratio %-4s 1024^3 %s thread(s): %.1f GFLOP/s = %.2fx loom's f32\n", low, threads,
+                    v * 1e-9, v / loom_f32);
+    }
+  }
+  return 0;
+}
