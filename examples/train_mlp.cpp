@@ -2,7 +2,8 @@
 //
 // A 3-layer MLP learns to classify points of a noisy 2-D spiral (K arms). Fabric launches the
 // ranks itself (strategy "ddp": rank 0 re-executes this program for the others), shards the
-// data with a DistributedSampler, averages gradients during backward, logs to CSV on rank 0,
+// data with a DistributedSampler, averages gradients during backward, logs to CSV and
+// TensorBoard on rank 0 (one folder per run, DIR/logs/version_N: a rerun takes the next N),
 // and saves a checkpoint at the end.
 //
 //   train_mlp [--devices 2] [--strategy ddp] [--precision 32-true] [--epochs 20] [--out DIR]
@@ -14,6 +15,7 @@
 #include "data/dataset.h"
 #include "fabric/fabric.h"
 #include "fabric/loggers/csv_logger.h"
+#include "fabric/loggers/tensorboard_logger.h"
 #include "loom.h"
 #include "optim/adam.h"
 
@@ -58,9 +60,11 @@ int main(int argc, char** argv) {
   app.add_option("--out", out, "folder for logs and the checkpoint");
   CLI11_PARSE(app, argc, argv);
 
-  auto logger = std::make_shared<CSVLogger>(out, "logs", 0);
+  // No version given: each run logs to the next free version_N, both loggers to the same one.
+  auto logger = std::make_shared<CSVLogger>(out, "logs");
+  auto tensorboard = std::make_shared<TensorBoardLogger>(out, "logs");
   Fabric fabric({.accelerator = accelerator, .strategy = strategy, .devices = devices,
-                 .precision = precision, .loggers = {logger}});
+                 .precision = precision, .loggers = {logger, tensorboard}});
   fabric.launch([&](Fabric& f) {
     f.seed_everything(42);
     auto [x, y] = make_spiral(3000, 3, /*seed=*/7);  // same data on every rank

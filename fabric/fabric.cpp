@@ -1,16 +1,47 @@
 #include "fabric/fabric.h"
 
+#include <algorithm>
 #include <cmath>
 #include <unordered_set>
 
 #include "autograd/grad_mode.h"
 #include "data/distributed_sampler.h"
 #include "fabric/connector.h"
+#include "fabric/loggers/log_dir.h"
 #include "tensor/factories.h"
 #include "tensor/native.h"
 #include "tensor/random.h"
 
 namespace loom {
+
+namespace {
+
+// Note [One run, one log folder]: the loggers given to one Fabric are one run. Those that
+// write to the same <root_dir>/<name> share one version_N (the version one of them was given,
+// else the next free one, claimed once when the first of them needs it), so a CSV and a
+// TensorBoard logger of a run land in one folder; a logger given another version keeps it.
+// Returns one folder per distinct version, in the loggers' order: what the ranks agree on.
+std::vector<LogDir*> link_run_folders(const std::vector<std::shared_ptr<Logger>>& loggers) {
+  std::vector<LogDir*> dirs;
+  for (const auto& l : loggers)
+    if (LogDir* d = l ? l->versioned_dir() : nullptr) dirs.push_back(d);
+  for (size_t i = 0; i < dirs.size(); ++i)
+    for (size_t j = 0; j < i; ++j) {
+      if (!dirs[i]->same_parent(*dirs[j])) continue;
+      std::optional<int> a = dirs[i]->known_version(), b = dirs[j]->known_version();
+      if (a && b && *a != *b) continue;  // two versions given on purpose
+      dirs[i]->share_version_with(*dirs[j]);
+      break;
+    }
+  std::vector<LogDir*> distinct;
+  for (LogDir* d : dirs)
+    if (std::none_of(distinct.begin(), distinct.end(),
+                     [&](LogDir* e) { return e->shares_version_with(*d); }))
+      distinct.push_back(d);
+  return distinct;
+}
+
+}  // namespace
 
 Fabric::Fabric(FabricOptions options) {
   ConnectorResult r = connect(options);
@@ -21,6 +52,22 @@ Fabric::Fabric(FabricOptions options) {
   loggers_ = std::move(options.loggers);
   for (const auto& cb : callbacks_)
     if (!cb) throw ValueError("callbacks: a callback is null");
+  for (const auto& l : loggers_)
+    if (!l) throw ValueError("loggers: a logger is null");
+  run_folders_ = link_run_folders(loggers_);
+}
+
+void Fabric::agree_on_run_folders() {
+  // Rank zero claims each folder now (it is the rank that logs) and the others take its
+  // versions, so that every rank's log_dir() names the same folder and none claims its own.
+  if (world_size() == 1 || run_folders_.empty()) return;
+  std::vector<double> versions(run_folders_.size(), 0.0);
+  if (is_global_zero())
+    for (size_t i = 0; i < run_folders_.size(); ++i) versions[i] = run_folders_[i]->version();
+  Tensor local = from_vector(versions, std::nullopt, DType::f64).to(device());
+  versions = strategy_->broadcast(local, 0).to(Device::cpu()).to_vector<double>();
+  if (!is_global_zero())
+    for (size_t i = 0; i < run_folders_.size(); ++i) run_folders_[i]->pin_version(int(versions[i]));
 }
 
 Fabric::~Fabric() = default;
@@ -42,6 +89,7 @@ void Fabric::launch_with(const std::function<void()>& fn) {
     throw RuntimeError("launch: this Fabric was already launched; call launch() once");
   strategy_->launch([&] {
     strategy_->setup_environment();
+    agree_on_run_folders();
     launched_ = true;
     fn();
   });

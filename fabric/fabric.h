@@ -229,6 +229,8 @@ class Fabric {
 
  private:
   void launch_with(const std::function<void()>& fn);
+  // Every rank takes rank zero's version for each run folder (Note [One run, one log folder]).
+  void agree_on_run_folders();
   void check_launched(const char* what) const;
   std::shared_ptr<FabricModule> setup_module_impl(std::shared_ptr<nn::Module> module,
                                                   bool move_to_device, bool reapply_compile,
@@ -252,6 +254,7 @@ class Fabric {
   std::shared_ptr<Precision> precision_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::vector<std::shared_ptr<Logger>> loggers_;
+  std::vector<LogDir*> run_folders_;  // one per distinct version of the loggers' folders
   bool launched_ = false;
   int models_setup_ = 0;
   // Identities of the parameters of the modules set up so far (the foreign-optimizer check).

@@ -43,6 +43,7 @@ class CSVLogger : public Logger {
   // Merged into the hyperparameters logged so far and written to hparams.yaml.
   void log_hyperparams(const std::map<std::string, std::string>& params) override;
   void finalize() override;
+  LogDir* versioned_dir() override { return &dir_; }
 
  private:
   // Loads the columns of an existing metrics.csv (a resumed run), once.

@@ -11,6 +11,8 @@
 
 namespace loom {
 
+class LogDir;
+
 class Logger {
  public:
   virtual ~Logger() = default;
@@ -25,6 +27,9 @@ class Logger {
   // Flushes and closes whatever the logger holds open. Logging again afterwards is allowed
   // and reopens.
   virtual void finalize() {}
+  // The <root_dir>/<name>/version_N folder of a logger that writes to one (log_dir.h), else
+  // null. Fabric uses it to give the loggers of one run one folder, on every rank.
+  virtual LogDir* versioned_dir() { return nullptr; }
 };
 
 }  // namespace loom

@@ -34,6 +34,7 @@ class TensorBoardLogger : public Logger {
   // Closes the event file; logging again starts a new one in the same folder (TensorBoard
   // reads all the files of a folder as one run).
   void finalize() override;
+  LogDir* versioned_dir() override { return &dir_; }
 
  private:
   LogDir dir_;

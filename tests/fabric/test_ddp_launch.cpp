@@ -11,8 +11,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "dist/init.h"
 #include "fabric/ddp.h"
@@ -319,6 +322,43 @@ TEST(DdpLaunch, TheTrainMlpExampleStartsItsOwnRanks) {
   EXPECT_THAT(job.output, HasSubstr("world size 2"));
   EXPECT_EQ(job.output.find("accuracy"), job.output.rfind("accuracy")) << job.output;
   EXPECT_TRUE(std::filesystem::exists(out + "/model.safetensors"));
+  std::filesystem::remove_all(out);
+}
+
+TEST(DdpLaunch, EachRunOfTheTrainMlpExampleLogsToItsOwnFolder) {
+  std::string train = build_output("LOOM_TRAIN_MLP", "../examples/train_mlp");
+  if (train.empty()) GTEST_SKIP() << "examples/train_mlp is not built next to this test binary";
+  char tmpl[] = "/tmp/loom_train_mlp_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string out = tmpl;
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  for (int run = 0; run < 2; ++run) {
+    Job job = run_job("unused", {}, 60s,
+                      {train, "--devices", "2", "--epochs", "2", "--hidden", "8", "--out", out});
+    ASSERT_TRUE(job.ok()) << job.describe();
+    std::string folder = out + "/logs/version_" + std::to_string(run);
+    EXPECT_THAT(job.output, HasSubstr(folder + "/metrics.csv"));
+    // Only this run's rows: two epochs of train_loss, then the accuracy.
+    std::string csv = read(folder + "/metrics.csv");
+    EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 4) << csv;
+    EXPECT_EQ(csv.rfind("step,train_loss,accuracy\n0,", 0), 0u) << csv;
+    // The TensorBoard logger of the run writes next to it.
+    std::set<std::string> files;
+    for (const auto& e : std::filesystem::directory_iterator(folder))
+      files.insert(e.path().filename().string());
+    ASSERT_EQ(files.size(), 2u) << "run " << run;
+    EXPECT_EQ(files.count("metrics.csv"), 1u);
+    EXPECT_EQ(files.begin()->rfind("events.out.tfevents.", 0), 0u) << *files.begin();
+  }
+  std::set<std::string> versions;
+  for (const auto& e : std::filesystem::directory_iterator(out + "/logs"))
+    versions.insert(e.path().filename().string());
+  EXPECT_EQ(versions, (std::set<std::string>{"version_0", "version_1"})) << "no rank made its own";
   std::filesystem::remove_all(out);
 }
 

@@ -21,11 +21,13 @@
 #include "fabric/loggers/tensorboard_logger.h"
 #include "fabric_test_util.h"
 #include "tensor/error.h"
+#include "tests/fabric/ddp_harness.h"
 
 namespace loom {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace std::chrono_literals;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -86,6 +88,46 @@ TEST(LogDir, ClaimsTheNextFreeVersionLazily) {
   LogDir unnamed(root.str(), "", std::nullopt);
   EXPECT_EQ(unnamed.path(), (root / "version_0").string());
   EXPECT_THROW(LogDir(root.str(), "exp", -1), ValueError);
+}
+
+TEST(LogDir, SharedVersionsClaimOneFolderOnceAndANewLogDirTakesTheNext) {
+  TempDir root;
+  LogDir csv(root.str(), "exp", std::nullopt), tb(root.str() + "/./", "exp", std::nullopt);
+  ASSERT_TRUE(tb.same_parent(csv)) << "the same folder, spelled differently";
+  tb.share_version_with(csv);
+  EXPECT_TRUE(tb.shares_version_with(csv));
+  EXPECT_FALSE(fs::exists(root / "exp")) << "sharing claims nothing";
+  EXPECT_EQ(tb.version(), 0);
+  EXPECT_EQ(csv.version(), 0) << "claimed once, for both";
+  EXPECT_EQ(csv.path(), tb.path());
+  LogDir next_run(root.str(), "exp", std::nullopt);
+  EXPECT_EQ(next_run.version(), 1);
+  EXPECT_EQ(files_in(root / "exp"), (std::vector<std::string>{"version_0", "version_1"}));
+}
+
+TEST(LogDir, SharingAdoptsTheVersionOneOfThemKnowsAndRefusesTwoDifferentOnes) {
+  TempDir root;
+  LogDir given(root.str(), "exp", 4), unset(root.str(), "exp", std::nullopt);
+  given.share_version_with(unset);
+  EXPECT_EQ(unset.known_version(), 4);
+  EXPECT_EQ(unset.path(), (root / "exp/version_4").string());
+  EXPECT_FALSE(fs::exists(root / "exp/version_0"));
+
+  LogDir three(root.str(), "exp", 3), five(root.str(), "exp", 5), other(root.str(), "other", 3);
+  EXPECT_THROW(three.share_version_with(five), ValueError);
+  EXPECT_THROW(three.share_version_with(other), ValueError);
+  EXPECT_FALSE(three.same_parent(other));
+}
+
+TEST(LogDir, APinnedVersionIsUsedWithoutClaimingAnother) {
+  TempDir root;
+  LogDir a(root.str(), "exp", std::nullopt), b(root.str(), "exp", std::nullopt);
+  b.share_version_with(a);
+  a.pin_version(2);  // another process claimed version_2 for this run
+  EXPECT_EQ(b.version(), 2);
+  EXPECT_EQ(a.path(), (root / "exp/version_2").string());
+  EXPECT_EQ(files_in(root / "exp"), std::vector<std::string>{"version_2"});
+  EXPECT_THROW(a.pin_version(-1), ValueError);
 }
 
 TEST(LogDir, WritesHparamsAsQuotedYaml) {
@@ -387,6 +429,89 @@ TEST(TensorBoardLogger, WritesEventsTensorBoardCanRead) {
   logger.log_metrics({{"train/loss", 1.0}}, 11);     // after finalize: a new file, same folder
   EXPECT_EQ(files_in(logger.log_dir()).size(), 3u);  // two event files + hparams.yaml
   EXPECT_EQ(read_records(read_bytes(logger.event_file_path())).size(), 2u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One run, one folder (Fabric links its loggers, ranks agree)
+// ---------------------------------------------------------------------------------------------
+
+struct RunLoggers {
+  std::shared_ptr<CSVLogger> csv;
+  std::shared_ptr<TensorBoardLogger> tb;
+};
+
+// One "run": a Fabric with a CSV and a TensorBoard logger under root/exp (no versions given)
+// logging `steps` values of "loss" starting at `first`.
+RunLoggers run_once(const std::string& root, int first, int steps,
+                    std::optional<int> tb_version = std::nullopt) {
+  RunLoggers run{std::make_shared<CSVLogger>(root, "exp"),
+                 std::make_shared<TensorBoardLogger>(root, "exp", tb_version)};
+  Fabric fabric({.accelerator = "cpu", .devices = 1, .loggers = {run.csv, run.tb}});
+  fabric.launch();
+  for (int s = 0; s < steps; ++s) fabric.log("loss", double(first + s), s);
+  run.csv->finalize();
+  run.tb->finalize();
+  return run;
+}
+
+TEST(FabricLoggers, EachRunLogsToANewFolderSharedByItsCsvAndTensorBoardLoggers) {
+  TempDir root;
+  RunLoggers first = run_once(root.str(), 100, 2);
+  RunLoggers second = run_once(root.str(), 200, 3);
+  EXPECT_EQ(files_in(root / "exp"), (std::vector<std::string>{"version_0", "version_1"}));
+  EXPECT_EQ(first.csv->log_dir(), (root / "exp/version_0").string());
+  EXPECT_EQ(first.tb->log_dir(), first.csv->log_dir()) << "one run, one folder";
+  EXPECT_EQ(second.csv->log_dir(), (root / "exp/version_1").string());
+  EXPECT_EQ(second.tb->log_dir(), second.csv->log_dir());
+  // Each metrics.csv holds only its own run's steps, next to that run's event file.
+  EXPECT_THAT(lines_of(read_bytes(first.csv->metrics_path())),
+              ElementsAre("step,loss", "0,100", "1,101"));
+  EXPECT_THAT(lines_of(read_bytes(second.csv->metrics_path())),
+              ElementsAre("step,loss", "0,200", "1,201", "2,202"));
+  for (const RunLoggers* run : {&first, &second}) {
+    auto files = files_in(run->csv->log_dir());
+    ASSERT_EQ(files.size(), 2u);
+    EXPECT_TRUE(is_event_file_name(files[0])) << files[0];
+    EXPECT_EQ(files[1], "metrics.csv");
+  }
+}
+
+TEST(FabricLoggers, AVersionGivenToOneLoggerOfARunIsTheRunsFolder) {
+  TempDir root;
+  RunLoggers run = run_once(root.str(), 1, 1, /*tb_version=*/7);
+  EXPECT_EQ(run.csv->log_dir(), (root / "exp/version_7").string());
+  EXPECT_EQ(run.tb->log_dir(), run.csv->log_dir());
+  EXPECT_EQ(files_in(root / "exp"), std::vector<std::string>{"version_7"});
+}
+
+// Two ranks with a CSV and a TensorBoard logger each (every rank builds its loggers, rank 0
+// alone logs): every rank's loggers name the folder rank 0 claimed, and no rank claims its own.
+LOOM_DDP_SCENARIO(run_folders) {
+  std::string root = ddptest::job_env("LOOM_LOG_ROOT");
+  auto csv = std::make_shared<CSVLogger>(root, "exp");
+  auto tb = std::make_shared<TensorBoardLogger>(root, "exp");
+  Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .devices = 2, .loggers = {csv, tb}});
+  fabric.launch();
+  int r = fabric.global_rank();
+  ddptest::record_text(r, "csv_dir", csv->log_dir());
+  ddptest::record_text(r, "tb_dir", tb->log_dir());
+  fabric.log("loss", 0.5, 0);
+  fabric.barrier();
+}
+
+TEST(FabricLoggers, EveryRankNamesTheFolderRankZeroClaimed) {
+  TempDir root;
+  fs::create_directories(root / "exp/version_0");  // an earlier run
+  ddptest::Job job = ddptest::run_job("run_folders", {{"LOOM_LOG_ROOT", root.str()}}, 30s);
+  ASSERT_TRUE(job.ok()) << job.describe();
+  std::string expected = (root / "exp/version_1").string();
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(job.rank(r).text("csv_dir"), expected) << "rank " << r << "\n" << job.describe();
+    EXPECT_EQ(job.rank(r).text("tb_dir"), expected) << "rank " << r;
+  }
+  EXPECT_EQ(files_in(root / "exp"), (std::vector<std::string>{"version_0", "version_1"}));
+  EXPECT_THAT(lines_of(read_bytes(root / "exp/version_1/metrics.csv")),
+              ElementsAre("step,loss", "0,0.5"));
 }
 
 }  // namespace
