@@ -9,7 +9,6 @@
 // bits / from_bits, store.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -140,7 +139,8 @@ inline void fill_positions(float* out, int64_t n, uint64_t first, GroupFn group)
   uint64_t p = first;
   const uint64_t end = first + uint64_t(n);
   while (p < end) {
-    const uint64_t g = p / 64, off = p % 64, take = std::min<uint64_t>(64 - off, end - p);
+    const uint64_t g = p / 64, off = p % 64;
+    const uint64_t take = end - p < 64 - off ? end - p : 64 - off;  // no std::min: no weak symbol
     if (take == 64) {
       group(g, out + (p - first));
     } else {

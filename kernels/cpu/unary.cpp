@@ -1,4 +1,6 @@
-// Unary elementwise kernels, their backward (grad * f'(x)), and clamp.
+// Unary elementwise kernels, their backward (grad * f'(x)), and clamp. The floating math is
+// in kernels/cpu/unary_math.h; with AVX-512 the compute-bound f32 ops run its AVX-512
+// compilation (kernels/cpu/unary_avx512.h, docs/design.md "CPU capabilities").
 //
 // Floating math runs through Eigen array maps over contiguous blocks, which gives vectorised
 // exp, log, tanh, erf and sqrt on AVX2 (docs/design.md "Kernels": Eigen is the chosen library
@@ -6,27 +8,22 @@
 // ops that make sense on them (neg, abs, relu, square, sign, logical_not) as plain loops;
 // the floating-only ops are never registered for them (the front-end computes those in the
 // default floating dtype).
-#include <Eigen/Core>
-#include <unsupported/Eigen/SpecialFunctions>
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <type_traits>
 
+#include "kernels/cpu/capability.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/elementwise_loops.h"
+#include "kernels/cpu/unary_avx512.h"
+#include "kernels/cpu/unary_math.h"
 
 namespace loom::kernels::cpu {
 namespace {
 
 using ew::compute_t;
 using ew::kBlock;
-
-// gelu_tanh constants: sqrt(2 / pi) and the cubic coefficient of Hendrycks & Gimpel (2016).
-constexpr double kSqrt2OverPi = 0.79788456080286535588;
-constexpr double kGeluCubic = 0.044715;
-constexpr double kSqrtHalf = 0.70710678118654752440;       // 1 / sqrt(2)
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;     // 1 / sqrt(2 pi)
 
 // Calls f(in, out, m) on pieces of at most kBlock elements in which every input is a
 // contiguous array: a broadcast input (step 0) is expanded once into a small buffer, so the
@@ -51,46 +48,6 @@ void on_contiguous(const C* const* in, const int64_t* step, OC* out, int64_t n, 
       if (step[k] != 0) p[k] = in[k] + s;
     f(p, out + s, std::min(kBlock, n - s));
   }
-}
-
-template <class C>
-using Array = Eigen::Array<C, Eigen::Dynamic, 1>;
-
-// y = op(x) over n contiguous floating values.
-template <class C>
-void unary_floating(UnaryKind op, const C* xp, C* yp, int64_t n) {
-  Eigen::Map<const Array<C>> x(xp, n);
-  Eigen::Map<Array<C>> y(yp, n);
-  switch (op) {
-    case UnaryKind::neg:
-      // A plain loop: Eigen's packet negation is 0 - x, which turns -(+0) into +0.
-      for (int64_t i = 0; i < n; ++i) yp[i] = -xp[i];
-      return;
-    case UnaryKind::exp: y = x.exp(); return;
-    case UnaryKind::log: y = x.log(); return;
-    case UnaryKind::sqrt: y = x.sqrt(); return;
-    // 1 / sqrt rather than Eigen's rsqrt, whose fast approximation is a few ulp off.
-    case UnaryKind::rsqrt: y = x.sqrt().inverse(); return;
-    case UnaryKind::abs: y = x.abs(); return;
-    case UnaryKind::tanh: y = x.tanh(); return;
-    case UnaryKind::sigmoid: y = (C(1) + (-x).exp()).inverse(); return;
-    case UnaryKind::square: y = x.square(); return;
-    case UnaryKind::relu:
-      // NaN stays NaN (as torch.relu): NaN < 0 is false.
-      for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] < C(0) ? C(0) : xp[i];
-      return;
-    case UnaryKind::sign:
-      // NaN and -0 give 0, as PyTorch's vectorised CPU kernel.
-      for (int64_t i = 0; i < n; ++i) yp[i] = C(xp[i] > C(0)) - C(xp[i] < C(0));
-      return;
-    case UnaryKind::gelu_tanh:
-      y = C(0.5) * x *
-          (C(1) + (C(kSqrt2OverPi) * (x + C(kGeluCubic) * x.cube())).tanh());
-      return;
-    case UnaryKind::gelu_erf: y = C(0.5) * x * (C(1) + (x * C(kSqrtHalf)).erf()); return;
-    case UnaryKind::logical_not: break;
-  }
-  LOOM_CHECK(false, "unary_floating: logical_not has its own kernel");
 }
 
 template <class C>
@@ -141,6 +98,10 @@ void unary_kernel(UnaryKind op, int64_t ndim, const int64_t* sizes, StridedArg o
   } else {
     auto block = [op](const C* const* in, const int64_t* step, C* y, int64_t n) {
       on_contiguous<1>(in, step, y, n, [op](const C* const* p, C* o, int64_t m) {
+        if constexpr (std::is_same_v<C, float>) {
+          if (has_avx512_variant(op) && cpu_level() >= CpuLevel::avx512)
+            return unary_f32_avx512(op, p[0], o, m);
+        }
         if constexpr (std::is_floating_point_v<C>) unary_floating(op, p[0], o, m);
         else unary_integer(op, p[0], o, m);
       });
@@ -149,54 +110,16 @@ void unary_kernel(UnaryKind op, int64_t ndim, const int64_t* sizes, StridedArg o
   }
 }
 
-// y = g * op'(s) over n contiguous values; s is x or out as backward_input(op) says.
-template <class C>
-void backward_floating(UnaryKind op, const C* gp, const C* sp, C* yp, int64_t n) {
-  Eigen::Map<const Array<C>> g(gp, n), s(sp, n);
-  Eigen::Map<Array<C>> y(yp, n);
-  switch (op) {
-    case UnaryKind::neg:
-      for (int64_t i = 0; i < n; ++i) yp[i] = -gp[i];  // not Eigen's 0 - g (see unary_floating)
-      return;
-    case UnaryKind::exp: y = g * s; return;                            // d e^x = e^x
-    case UnaryKind::log: y = g / s; return;                            // d log x = 1/x
-    case UnaryKind::sqrt: y = g / (C(2) * s); return;                  // 1 / (2 sqrt x)
-    case UnaryKind::rsqrt: y = C(-0.5) * g * s.cube(); return;         // -x^(-3/2) / 2
-    case UnaryKind::tanh: y = g * (C(1) - s.square()); return;         // 1 - tanh^2
-    case UnaryKind::sigmoid: y = g * s * (C(1) - s); return;           // s (1 - s)
-    case UnaryKind::square: y = C(2) * g * s; return;
-    case UnaryKind::sign: y.setZero(); return;
-    case UnaryKind::abs:
-      for (int64_t i = 0; i < n; ++i)
-        yp[i] = gp[i] * (C(sp[i] > C(0)) - C(sp[i] < C(0)));
-      return;
-    case UnaryKind::relu:  // the gradient at 0 is 0, as PyTorch (x > 0, not x >= 0)
-      for (int64_t i = 0; i < n; ++i) yp[i] = sp[i] > C(0) ? gp[i] : C(0);
-      return;
-    case UnaryKind::gelu_tanh:
-      // gelu(x) = x/2 (1 + t), t = tanh(u), u = k (x + c x^3):
-      // gelu'(x) = (1 + t)/2 + x/2 (1 - t^2) k (1 + 3 c x^2). t goes through y first so the
-      // expression needs no heap temporary.
-      y = (C(kSqrt2OverPi) * (s + C(kGeluCubic) * s.cube())).tanh();
-      y = g * (C(0.5) * (C(1) + y) + C(0.5) * s * (C(1) - y.square()) * C(kSqrt2OverPi) *
-                                         (C(1) + C(3 * kGeluCubic) * s.square()));
-      return;
-    case UnaryKind::gelu_erf:
-      // gelu(x) = x Phi(x): gelu'(x) = Phi(x) + x phi(x), phi the standard normal density.
-      y = g * (C(0.5) * (C(1) + (s * C(kSqrtHalf)).erf()) +
-               s * (C(-0.5) * s.square()).exp() * C(kInvSqrt2Pi));
-      return;
-    case UnaryKind::logical_not: break;
-  }
-  LOOM_CHECK(false, "unary_backward: logical_not is not differentiable");
-}
-
 template <class T>
 void unary_backward_kernel(UnaryKind op, int64_t ndim, const int64_t* sizes, StridedArg out,
                            StridedArg grad, StridedArg saved) {
   using C = compute_t<T>;
   auto block = [op](const C* const* in, const int64_t* step, C* y, int64_t n) {
     on_contiguous<2>(in, step, y, n, [op](const C* const* p, C* o, int64_t m) {
+      if constexpr (std::is_same_v<C, float>) {
+        if (has_avx512_backward_variant(op) && cpu_level() >= CpuLevel::avx512)
+          return unary_backward_f32_avx512(op, p[0], p[1], o, m);
+      }
       backward_floating(op, p[0], p[1], o, m);
     });
   };
