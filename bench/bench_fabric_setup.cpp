@@ -84,6 +84,8 @@ void BM_build_mlp(benchmark::State& s) { bench_build(s, make_mlp); }
 void BM_setup_mlp(benchmark::State& s) { bench_setup(s, make_mlp); }
 void BM_build_stack200x64(benchmark::State& s) { bench_build(s, [] { return make_stack(200, 64); }); }
 void BM_setup_stack200x64(benchmark::State& s) { bench_setup(s, [] { return make_stack(200, 64); }); }
+// The setup-cost microbenchmark users run: 100 x Linear(128, 128), 200 tensors.
+void BM_setup_stack100x128(benchmark::State& s) { bench_setup(s, [] { return make_stack(100, 128); }); }
 
 BENCHMARK(BM_build_mlp)->Unit(benchmark::kMicrosecond);
 // Fixed iteration counts: each iteration also builds a model (untimed), which min-time
@@ -91,6 +93,7 @@ BENCHMARK(BM_build_mlp)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_setup_mlp)->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(300);
 BENCHMARK(BM_build_stack200x64)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_setup_stack200x64)->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(300);
+BENCHMARK(BM_setup_stack100x128)->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(300);
 
 // The 1e9-parameter stack, built once each way inside init_module. Returns seconds; fills the
 // peak bytes the construction added on top of what was live before.

@@ -155,9 +155,9 @@ std::shared_ptr<FabricModule> Fabric::setup_module_impl(
     compile_options = c->options();
     module = c->inner();
   }
-  // 3. Precision, 4. device, 5. strategy wrap. Each parameter's handle is remembered by
-  // name, so that a step that replaced parameter objects is mirrored in the optimizers.
-  auto before = module->named_parameters();
+  // 3. Precision, 4. device, 5. strategy wrap. Each parameter's handle is remembered, so that
+  // a step that replaced parameter objects is mirrored in the optimizers.
+  std::vector<Tensor> before = module->parameters();
   precision_->convert_module(*module);
   if (move_to_device) strategy_->module_to_device(*module);
   std::shared_ptr<nn::Module> forward = strategy_->setup_module(module);
@@ -172,28 +172,37 @@ std::shared_ptr<FabricModule> Fabric::setup_module_impl(
   return fm;
 }
 
-void Fabric::remap_replaced_parameters(const nn::OrderedDict<Tensor>& before,
-                                       const nn::Module& module,
+void Fabric::remap_replaced_parameters(const std::vector<Tensor>& before, const nn::Module& module,
                                        const std::vector<optim::Optimizer*>& optimizers) {
   if (optimizers.empty()) return;
+  // Parameters keep their positions in the walk when a handle is replaced under its name
+  // (replace_parameter, set_data), so the i-th parameter before is the i-th after. A strategy
+  // that changes how many parameters there are (flat shards) needs optimizers built after
+  // setup_module, which setup() enforces (optimizer_needs_setup_module_first).
+  std::vector<Tensor> after = module.parameters();
+  if (after.size() != before.size()) return;
   std::unordered_map<TensorImpl*, Tensor> replaced;
-  for (const auto& [n, p] : module.named_parameters())
-    if (const Tensor* old = before.find(n); old && !old->is_same(p)) replaced.emplace(old->impl(), p);
+  for (size_t i = 0; i < after.size(); ++i)
+    if (!before[i].is_same(after[i])) replaced.emplace(before[i].impl(), after[i]);
   if (!replaced.empty())
     for (optim::Optimizer* o : optimizers) o->replace_parameters(replaced);
 }
 
 void Fabric::check_optimizer_params(const optim::Optimizer& opt, const nn::Module* pending) const {
-  std::unordered_set<TensorImpl*> known;
+  // A sorted vector of identities: setup() runs this for every model, and a hash set of a
+  // few hundred parameters costs more than the rest of setup together.
+  std::vector<const TensorImpl*> known;
+  known.reserve(setup_params_.size());
   for (const auto& w : setup_params_)
-    if (auto p = w.lock()) known.insert(p.get());
+    if (auto p = w.lock()) known.push_back(p.get());
   if (pending)
-    for (const Tensor& p : pending->parameters()) known.insert(p.impl());
+    for (const Tensor& p : pending->parameters()) known.push_back(p.impl());
+  std::sort(known.begin(), known.end());
   int64_t foreign = 0, total = 0, meta = 0;
   for (const auto& group : opt.param_groups())
     for (const Tensor& p : group.params) {
       ++total;
-      if (!known.count(p.impl())) ++foreign;
+      if (!std::binary_search(known.begin(), known.end(), p.impl())) ++foreign;
       if (p.is_meta()) ++meta;
     }
   if (meta > 0)

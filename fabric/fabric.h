@@ -238,10 +238,9 @@ class Fabric {
                                                   const optim::LRScheduler* scheduler);
   std::shared_ptr<FabricOptimizer> setup_optimizer_checked(std::shared_ptr<optim::Optimizer> opt);
   // `pending`: a module being set up right now, whose parameters count as set up.
-  // Mirrors in `optimizers` every parameter of `module` whose handle differs from the one of
-  // the same name in `before` (a device move or a strategy replaced it).
-  static void remap_replaced_parameters(const nn::OrderedDict<Tensor>& before,
-                                        const nn::Module& module,
+  // Mirrors in `optimizers` every parameter of `module` whose handle differs from the one at
+  // the same position in `before` (a device move or a strategy replaced it).
+  static void remap_replaced_parameters(const std::vector<Tensor>& before, const nn::Module& module,
                                         const std::vector<optim::Optimizer*>& optimizers);
   void check_optimizer_params(const optim::Optimizer& opt, const nn::Module* pending = nullptr) const;
   std::shared_ptr<FabricDataLoader> setup_dataloader(std::shared_ptr<data::DataLoader> loader,

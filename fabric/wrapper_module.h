@@ -24,8 +24,8 @@ class WrapperModule : public nn::Module {
   Tensor forward(const Tensor& x) override { return (*inner_)(x); }
   const std::shared_ptr<nn::Module>& inner() const { return inner_; }
 
-  nn::OrderedDict<Tensor> named_parameters(bool recurse = true) const override {
-    return inner_->named_parameters(recurse);
+  void walk_parameters(ParameterWalk& walk, bool recurse) const override {
+    inner_->walk_parameters(walk, recurse);
   }
   nn::OrderedDict<Tensor> named_buffers(bool recurse = true) const override {
     return inner_->named_buffers(recurse);
@@ -33,6 +33,7 @@ class WrapperModule : public nn::Module {
   nn::OrderedDict<std::shared_ptr<nn::Module>> named_modules(const std::string& prefix = "") override {
     return inner_->named_modules(prefix);
   }
+  void walk_modules(std::vector<nn::Module*>& out) override { inner_->walk_modules(out); }
   nn::StateDict state_dict() const override { return inner_->state_dict(); }
   nn::LoadStateDictResult load_state_dict(const nn::StateDict& s, bool strict = true) override {
     return inner_->load_state_dict(s, strict);

@@ -1,5 +1,6 @@
 #include "nn/module.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cxxabi.h>
 #include <unordered_set>
@@ -11,24 +12,12 @@ namespace loom::nn {
 namespace {
 std::atomic<int> g_next_hook{1};
 
-// The modules that moves and materialize() act on: modules(), which goes through the virtual
-// named_modules() so that wrappers (FabricModule) present the wrapped tree; or, for a module
-// not owned by a std::shared_ptr (a stack object, where modules() cannot run), the module and
-// its descendants, depth-first in registration order.
+// The modules that moves and materialize() act on: the virtual walk_modules(), so that
+// wrappers (FabricModule) present the wrapped tree. It needs no std::shared_ptr owner (a stack
+// object works) and builds no names.
 std::vector<Module*> module_tree(Module& root) {
-  if (!root.weak_from_this().expired()) {
-    std::vector<Module*> out;
-    for (const auto& m : root.modules()) out.push_back(m.get());
-    return out;
-  }
-  std::vector<Module*> out, stack{&root};
-  while (!stack.empty()) {
-    Module* m = stack.back();
-    stack.pop_back();
-    out.push_back(m);
-    std::vector<std::shared_ptr<Module>> kids = m->children();
-    for (auto it = kids.rbegin(); it != kids.rend(); ++it) stack.push_back(it->get());
-  }
+  std::vector<Module*> out;
+  root.walk_modules(out);
   return out;
 }
 }  // namespace
@@ -113,22 +102,58 @@ void Module::add_child(const std::string& n, std::shared_ptr<Module> module) {
   children_.insert(n, std::move(module));
 }
 
-OrderedDict<Tensor> Module::named_parameters(bool recurse) const {
-  OrderedDict<Tensor> out;
-  for (const auto& [n, p] : parameters_) out.insert(n, p);
-  if (recurse && !children_.empty()) {
-    // A parameter shared by two modules appears once, under its first name. A set of the
-    // identities taken so far keeps this linear (a scan of `out` made deep stacks quadratic).
-    std::unordered_set<const TensorImpl*> seen;
-    for (const auto& [_, q] : out) seen.insert(q.impl());
-    for (const auto& [cn, child] : children_)
-      for (const auto& [n, p] : child->named_parameters(true))
-        if (seen.insert(p.impl()).second) out.insert(cn + "." + n, p);
+void Module::walk_parameters(ParameterWalk& walk, bool recurse) const {
+  const size_t base = walk.prefix.size();
+  for (const auto& [n, p] : parameters_) {
+    walk.list.push_back(p);
+    if (walk.named) walk.names.push_back(walk.prefix + n);
   }
+  if (!recurse) return;
+  for (const auto& [cn, child] : children_) {
+    if (walk.named) walk.prefix.append(cn).push_back('.');
+    child->walk_parameters(walk, true);
+    walk.prefix.resize(base);
+  }
+}
+
+namespace {
+
+// Which entries of `list` repeat an earlier one (a parameter shared by two modules). Sorting
+// the identities finds that there are none, the usual case, without a hash set.
+std::vector<bool> repeats(const std::vector<Tensor>& list) {
+  std::vector<const TensorImpl*> ids(list.size());
+  for (size_t i = 0; i < list.size(); ++i) ids[i] = list[i].impl();
+  std::sort(ids.begin(), ids.end());
+  if (std::adjacent_find(ids.begin(), ids.end()) == ids.end()) return {};
+  std::vector<bool> out(list.size());
+  std::unordered_set<const TensorImpl*> seen;
+  for (size_t i = 0; i < list.size(); ++i) out[i] = !seen.insert(list[i].impl()).second;
   return out;
 }
 
-std::vector<Tensor> Module::parameters(bool recurse) const { return named_parameters(recurse).values(); }
+}  // namespace
+
+OrderedDict<Tensor> Module::named_parameters(bool recurse) const {
+  ParameterWalk walk;
+  walk.named = true;
+  walk_parameters(walk, recurse);
+  std::vector<bool> skip = repeats(walk.list);
+  OrderedDict<Tensor> out;
+  for (size_t i = 0; i < walk.list.size(); ++i)
+    if (skip.empty() || !skip[i]) out.insert(walk.names[i], std::move(walk.list[i]));
+  return out;
+}
+
+std::vector<Tensor> Module::parameters(bool recurse) const {
+  ParameterWalk walk;
+  walk_parameters(walk, recurse);
+  std::vector<bool> skip = repeats(walk.list);
+  if (skip.empty()) return std::move(walk.list);
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < walk.list.size(); ++i)
+    if (!skip[i]) out.push_back(std::move(walk.list[i]));
+  return out;
+}
 
 OrderedDict<Tensor> Module::named_buffers(bool recurse) const {
   OrderedDict<Tensor> out;
@@ -144,6 +169,17 @@ std::vector<Tensor> Module::buffers(bool recurse) const { return named_buffers(r
 std::vector<std::shared_ptr<Module>> Module::children() const { return children_.values(); }
 
 OrderedDict<std::shared_ptr<Module>> Module::named_children() const { return children_; }
+
+void Module::walk_modules(std::vector<Module*>& out) {
+  std::vector<Module*> stack{this};  // iterative depth-first, children in registration order
+  while (!stack.empty()) {
+    Module* m = stack.back();
+    stack.pop_back();
+    out.push_back(m);
+    const auto& kids = m->children_.items();
+    for (auto it = kids.rbegin(); it != kids.rend(); ++it) stack.push_back(it->second.get());
+  }
+}
 
 OrderedDict<std::shared_ptr<Module>> Module::named_modules(const std::string& prefix) {
   OrderedDict<std::shared_ptr<Module>> out;

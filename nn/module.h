@@ -68,15 +68,33 @@ class Module : public std::enable_shared_from_this<Module> {
   void replace_parameter(const std::string& name, const Tensor& t);
 
   // ---- traversal (recursive unless told; dotted names) ----
-  // Virtual so that wrappers (FabricModule) can present the wrapped module's names unprefixed.
+  // Parameters: this module's, then its children's depth-first, a shared parameter once under
+  // its first name. Both walk walk_parameters(), which wrappers override to present another
+  // module's tree unprefixed (FabricModule).
   std::vector<Tensor> parameters(bool recurse = true) const;
-  virtual OrderedDict<Tensor> named_parameters(bool recurse = true) const;
+  OrderedDict<Tensor> named_parameters(bool recurse = true) const;
+  // The parameter walk behind parameters() and named_parameters(): appends every parameter
+  // in tree order, shared ones as often as they are registered, to `list` and, when `named`
+  // is given, to `names` under `prefix` + its dotted name (prefix is restored on return). The
+  // callers then keep each shared parameter's first occurrence. One walk with one prefix
+  // buffer and no per-parameter set keeps it cheap: setup() walks every model several times.
+  struct ParameterWalk {
+    std::string prefix;
+    std::vector<Tensor> list;
+    std::vector<std::string> names;
+    bool named = false;
+  };
+  virtual void walk_parameters(ParameterWalk& walk, bool recurse) const;
   std::vector<Tensor> buffers(bool recurse = true) const;
   virtual OrderedDict<Tensor> named_buffers(bool recurse = true) const;
   std::vector<std::shared_ptr<Module>> children() const;
   OrderedDict<std::shared_ptr<Module>> named_children() const;
   // This module first (name ""), then every descendant depth-first.
   virtual OrderedDict<std::shared_ptr<Module>> named_modules(const std::string& prefix = "");
+  // The same modules, in the same order, without names: the walk behind to(), to_empty(),
+  // materialize() and zero_grad(). A wrapper that presents another module's tree overrides it
+  // along with walk_parameters() and named_modules().
+  virtual void walk_modules(std::vector<Module*>& out);
   std::vector<std::shared_ptr<Module>> modules();
   int64_t num_parameters(bool trainable_only = false) const;
   int64_t parameter_bytes() const;

@@ -297,16 +297,17 @@ TEST(Module, MoveKeepsGradientOfTheSameShape) {
 class Presenting : public Module {
  public:
   explicit Presenting(std::shared_ptr<Module> inner) : inner_(std::move(inner)) {}
-  OrderedDict<Tensor> named_parameters(bool recurse = true) const override {
-    return inner_->named_parameters(recurse);
+  void walk_parameters(ParameterWalk& walk, bool recurse) const override {
+    inner_->walk_parameters(walk, recurse);
   }
   OrderedDict<std::shared_ptr<Module>> named_modules(const std::string& prefix = "") override {
     return inner_->named_modules(prefix);
   }
+  void walk_modules(std::vector<Module*>& out) override { inner_->walk_modules(out); }
   std::shared_ptr<Module> inner_;
 };
 
-TEST(Module, MovesFollowAWrappersNamedModules) {
+TEST(Module, MovesFollowAWrappersTree) {
   auto inner = mlp(2, 3, 1);
   auto wrapper = std::make_shared<Presenting>(inner);
   wrapper->to(DType::f64);
