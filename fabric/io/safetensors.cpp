@@ -288,8 +288,14 @@ uint32_t header_crc(std::span<const std::byte> head, size_t digits_at) {
 // Returns whether the file carries a header checksum; throws when it does and it fails.
 bool verify_header_checksum(const std::vector<std::byte>& bytes, const std::string& path) {
   const std::string pattern = crc_key_pattern();
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | std::to_integer<uint64_t>(bytes[i]);
+  // Inside the header text when its length is plausible (so tensor bytes that happen to hold
+  // the pattern are never taken for it); with a length past the end of the file, the first
+  // bytes after the length field, so that a damaged length is still reported as damage.
+  size_t searched = header_len <= bytes.size() - 8 ? static_cast<size_t>(header_len) : bytes.size() - 8;
   std::string_view window(reinterpret_cast<const char*>(bytes.data()) + 8,
-                          std::min(bytes.size() - 8, kCrcSearchWindow));
+                          std::min(searched, kCrcSearchWindow));
   size_t at = window.find(pattern);
   if (at == std::string_view::npos) return false;
   // From here on the file says it carries a checksum (the pattern occurs nowhere else in a
@@ -305,8 +311,6 @@ bool verify_header_checksum(const std::vector<std::byte>& bytes, const std::stri
   bool hex = static_cast<char>(bytes[digits_at + 8]) == '"';
   for (char c : digits) hex = hex && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
   if (!hex) corrupt("its checksum is not 8 lowercase hex digits in quotes");
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | std::to_integer<uint64_t>(bytes[i]);
   if (header_len > bytes.size() - 8 || 8 + header_len < digits_at + 9)
     corrupt(detail::concat("its length field says ", header_len, " bytes of JSON, but ",
                            bytes.size() - 8, " bytes follow it and its checksum ends at byte ",

@@ -15,8 +15,9 @@
 // text starts {"__metadata__":{"loom.header_crc32c":"XXXXXXXX",...) with 8 lowercase hex digits:
 // the CRC-32C of the file's first 8 + N bytes -- length field and header text, padding
 // included -- computed with those 8 digits read as "00000000". open() looks for
-// "loom.header_crc32c":"<8 hex digits>" within the first 256 bytes after the length field; when
-// it is there the header must match it, or open() refuses the file as corrupt, naming it.
+// "loom.header_crc32c":"<8 hex digits>" within the first 256 bytes of the header text; when it
+// is there the header must match it, or open() refuses the file as corrupt, naming it (a tool
+// that rewrites such a header must drop the key).
 // Any damage to the header outside those digits changes the CRC, and damage to the digits
 // changes the value compared, so every flipped bit of such a header is caught (a flip inside
 // the key's own text makes the key unrecognisable instead: a reader that expects a checksum,

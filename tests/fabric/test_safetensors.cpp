@@ -463,6 +463,19 @@ TEST(Safetensors, EveryFlippedHeaderBitIsCaughtByTheHeaderChecksum) {
     }
 }
 
+// The checksum key is only looked for in the header: tensor bytes holding the same text are
+// data, not a checksum to verify.
+TEST(Safetensors, TheChecksumKeyInTensorDataIsData) {
+  TempDir dir;
+  std::string path = dir.file("x.safetensors");
+  std::string data = "\"loom.header_crc32c\":\"00000000\"";
+  data.resize(40, ' ');
+  write_bytes(path, make_file(R"({"a":{"dtype":"U8","shape":[40],"data_offsets":[0,40]}})", data));
+  auto f = SafetensorsFile::open(path);
+  EXPECT_FALSE(f.header_checksum_verified());
+  EXPECT_EQ(f.data("a").size(), 40u);
+}
+
 TEST(Safetensors, NumbersOverflowingADoubleAreRefusedAsValueErrors) {
   TempDir dir;
   std::string path = dir.file("x.safetensors");
