@@ -9,7 +9,11 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "checkpoint_test_util.h"
+#include "fabric/io/atomic_file.h"
 #include "fabric/io/crc32c.h"
 #include "fabric/io/safetensors.h"
 #include "fabric_test_util.h"
@@ -505,6 +509,29 @@ TEST(CheckpointIntegrity, FilesOfOtherToolsAreReadableButNotCheckpoints) {
   EXPECT_EQ(f.metadata().at("framework"), "pt");
   Bundle target = make_bundle(2, 1);
   EXPECT_THAT(refusal(path, target.state), HasSubstr("not written by Fabric::save"));
+}
+
+// Saves killed mid-write (the issue: twelve kill -9s left ten 491 MB temp files) leave temp
+// files that the next save of the same checkpoint removes; a temp file whose writer still runs
+// stays.
+TEST(CheckpointIntegrity, ASaveRemovesTheTempFilesOfKilledSavesOnly) {
+  TempDir dir;
+  std::string path = dir.file("ck.safetensors");
+  pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);  // `child` now names no process
+  std::string stale = atomic_temp_path(path, child, 0x1234);
+  std::string running = atomic_temp_path(path, ::getppid(), 0x5678);
+  write_bytes(stale, std::string(1 << 16, 'x'));
+  write_bytes(running, "being written");
+  Bundle b = make_bundle(1, 1);
+  save_checkpoint(path, b.state);
+  EXPECT_FALSE(std::filesystem::exists(stale));
+  EXPECT_TRUE(std::filesystem::exists(running));
+  EXPECT_EQ(dir.listing().size(), 2u);  // the checkpoint and the live writer's temp file
+  Bundle target = make_bundle(2, 0);
+  load_checkpoint(path, target.state);
+  EXPECT_EQ(state_bytes(target.state), state_bytes(b.state));
 }
 
 }  // namespace
