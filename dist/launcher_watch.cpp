@@ -65,7 +65,8 @@ bool write_fd(int fd, const char* p, size_t n) {
 // Writes a line to stderr, else to the parent's. SIGPIPE is ignored meanwhile (a pipe whose
 // reader died fails with EPIPE instead of killing this process silently).
 void say(const char* p, size_t n) {
-  struct sigaction ignore {}, old {};
+  struct sigaction ignore {
+  }, old{};
   ignore.sa_handler = SIG_IGN;
   sigemptyset(&ignore.sa_mask);
   ::sigaction(SIGPIPE, &ignore, &old);
@@ -87,7 +88,8 @@ struct LineBuffer {
     char digits[24];
     int n = 0;
     unsigned long u = v < 0 ? 0ul - static_cast<unsigned long>(v) : static_cast<unsigned long>(v);
-    do digits[n++] = char('0' + u % 10); while ((u /= 10) != 0);
+    do digits[n++] = char('0' + u % 10);
+    while ((u /= 10) != 0);
     if (v < 0) add("-");
     while (n > 0) add(&digits[--n], 1);
   }
@@ -161,8 +163,8 @@ int parent_death_signal() { return SIGRTMIN + 2; }
 
 void watch_parent(int rank, pid_t parent, const std::string& who) {
   std::string name = process_name(parent);
-  std::string named = who + " (" + (name.empty() ? "" : name + ", ") + "pid " +
-                      std::to_string(parent) + ")";
+  std::string named =
+      who + " (" + (name.empty() ? "" : name + ", ") + "pid " + std::to_string(parent) + ")";
   std::string rank_prefix = "loom: rank " + std::to_string(rank) + ": ";
   g_state.parent = parent;
   g_state.parent_named.set(named);

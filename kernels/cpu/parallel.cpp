@@ -137,7 +137,9 @@ std::optional<int> parse_num_threads(const char* value) {
   return n;
 }
 
-std::optional<int> num_threads_from_env() { return parse_num_threads(std::getenv("LOOM_NUM_THREADS")); }
+std::optional<int> num_threads_from_env() {
+  return parse_num_threads(std::getenv("LOOM_NUM_THREADS"));
+}
 
 int get_num_threads() { return pool().size(); }
 

@@ -41,7 +41,8 @@ bool exits_within(pid_t pid, std::chrono::milliseconds limit) {
     std::string line;
     if (!std::getline(stat, line)) return true;
     size_t paren = line.rfind(')');
-    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z') return true;
+    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z')
+      return true;
     if (std::chrono::steady_clock::now() >= until) return false;
     std::this_thread::sleep_for(10ms);
   }
@@ -91,7 +92,8 @@ struct Family {
     write_end.reset();
     pollfd p{read_end.get(), POLLIN, 0};
     double report[2] = {0, -1};
-    if (::poll(&p, 1, 20000) == 1 && ::read(read_end.get(), report, sizeof report) == sizeof report) {
+    if (::poll(&p, 1, 20000) == 1 &&
+        ::read(read_end.get(), report, sizeof report) == sizeof report) {
       b = pid_t(report[0]);
       b_wait_seconds = report[1];
     }
@@ -142,7 +144,8 @@ TEST(LauncherWatch, ASigtermIsNamedWithItsSenderAndStillEndsTheRank) {
   ASSERT_GT(f.b, 0) << "rank B did not start";
   ::kill(f.b, SIGTERM);
   EXPECT_TRUE(f.b_died_of_sigterm()) << f.err();
-  EXPECT_EQ(f.err(), "loom: rank 1: stopped by SIGTERM from pid " + std::to_string(::getpid()) + "\n");
+  EXPECT_EQ(f.err(),
+            "loom: rank 1: stopped by SIGTERM from pid " + std::to_string(::getpid()) + "\n");
 }
 
 TEST(LauncherWatch, AProgramsOwnSigtermDispositionIsKept) {
@@ -168,9 +171,10 @@ TEST(LauncherWatch, ACollectiveFailureWhileTheLauncherLivesReturnsAndASigtermThe
   EXPECT_EQ(f.err(), "") << "nothing is said while the error goes to the caller";
   ::kill(f.b, SIGTERM);
   EXPECT_TRUE(f.b_died_of_sigterm()) << f.err();
-  EXPECT_EQ(f.err(), "loom: rank 1: stopped by SIGTERM from pid " + std::to_string(::getpid()) +
-                         " after its collective failed: GlooProcessGroup: all_reduce failed: rank 0 "
-                         "closed\n");
+  EXPECT_EQ(f.err(),
+            "loom: rank 1: stopped by SIGTERM from pid " + std::to_string(::getpid()) +
+                " after its collective failed: GlooProcessGroup: all_reduce failed: rank 0 "
+                "closed\n");
 }
 
 TEST(LauncherWatch, InheritedLauncherVariablesOfAnotherProcessWatchNothing) {
@@ -192,7 +196,8 @@ TEST(LauncherWatch, TheLauncherNamesItselfInEveryRanksEnvironment) {
     o.stdout_fd = out.get();
     o.name = "rank 0";
     ProcessLauncher launcher(o);
-    launcher.spawn(ProcessSpec{1, {"/bin/sh", "-c", "echo \"$LOOM_LAUNCHER_PID/$LOOM_LAUNCHER_NAME\""}, {}});
+    launcher.spawn(
+        ProcessSpec{1, {"/bin/sh", "-c", "echo \"$LOOM_LAUNCHER_PID/$LOOM_LAUNCHER_NAME\""}, {}});
     EXPECT_TRUE(launcher.wait(20s).ok());
   }
   EXPECT_EQ(read_file(name), "[rank 1] " + std::to_string(::getpid()) + "/rank 0\n");

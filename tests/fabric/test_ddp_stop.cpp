@@ -158,7 +158,8 @@ std::string loomrun_path() { return build_output("LOOM_LOOMRUN", "../tools/loomr
 
 TEST(DdpStop, WhenLoomrunIsKilledEveryRankSaysSoAndStops) {
   std::string loomrun = loomrun_path();
-  if (loomrun.empty()) GTEST_SKIP() << "loomrun is not built next to this test binary (set LOOM_LOOMRUN)";
+  if (loomrun.empty())
+    GTEST_SKIP() << "loomrun is not built next to this test binary (set LOOM_LOOMRUN)";
   RunningJob job({loomrun, "--nproc-per-node", "2", "--grace-period", "1", self_exe(),
                   "--gtest_filter=DdpChild.Run"},
                  {});
@@ -176,7 +177,8 @@ TEST(DdpStop, WhenLoomrunIsKilledEveryRankSaysSoAndStops) {
 
 TEST(DdpStop, WhenRankZeroIsKilledUnderLoomrunTheOthersSayTheLauncherStoppedThem) {
   std::string loomrun = loomrun_path();
-  if (loomrun.empty()) GTEST_SKIP() << "loomrun is not built next to this test binary (set LOOM_LOOMRUN)";
+  if (loomrun.empty())
+    GTEST_SKIP() << "loomrun is not built next to this test binary (set LOOM_LOOMRUN)";
   RunningJob job({loomrun, "--nproc-per-node", "2", "--grace-period", "1", self_exe(),
                   "--gtest_filter=DdpChild.Run"},
                  {});
@@ -189,7 +191,8 @@ TEST(DdpStop, WhenRankZeroIsKilledUnderLoomrunTheOthersSayTheLauncherStoppedThem
   std::vector<std::string> said = lines_with(log, "loom: rank 1");
   ASSERT_EQ(said.size(), 1u) << log;
   EXPECT_THAT(said[0], StartsWith("[rank 1] loom: rank 1: stopped by SIGTERM from the launcher "
-                                  "(loomrun, pid " + std::to_string(launcher) + ")"));
+                                  "(loomrun, pid " +
+                                  std::to_string(launcher) + ")"));
   EXPECT_THAT(log, HasSubstr("rank 0 was killed by signal 9"));
 }
 

@@ -198,7 +198,8 @@ TEST(NumThreadsEnv, RefusesAnythingButAPositiveIntegerNamingTheVariableAndValue)
 // Run by NumThreadsEnv.AFreshProcessRefusesABadValue in a child process (skipped otherwise):
 // the first get_num_threads() of a process reads LOOM_NUM_THREADS.
 TEST(NumThreadsEnv, ProbeChild) {
-  if (!std::getenv("LOOM_NUM_THREADS_PROBE")) GTEST_SKIP() << "runs only as a child of another test";
+  if (!std::getenv("LOOM_NUM_THREADS_PROBE"))
+    GTEST_SKIP() << "runs only as a child of another test";
   try {
     std::printf("threads %d\n", get_num_threads());
   } catch (const ValueError& e) {
