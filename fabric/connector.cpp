@@ -6,6 +6,7 @@
 
 #include "fabric/ddp.h"
 #include "fabric/dp.h"
+#include "fabric/fsdp.h"
 #include "kernels/cuda_status.h"
 
 namespace loom {
@@ -14,7 +15,7 @@ namespace {
 const char* kAccelerators = "cpu, cuda, gpu, mps, tpu, auto";
 // The strategies Fabric runs, and those it knows by name but does not have yet.
 const char* kStrategies =
-    "auto, single_device, dp, ddp, ddp_spawn; not yet available: fsdp, deepspeed";
+    "auto, single_device, dp, ddp, ddp_spawn, fsdp; not yet available: deepspeed";
 
 std::shared_ptr<Accelerator> make_accelerator(std::string name) {
   if (name == "gpu") name = "cuda";
@@ -138,7 +139,8 @@ std::shared_ptr<Strategy> make_strategy(const std::string& name, int num_devices
   if (name == "ddp" || name == "ddp_spawn")
     return std::make_shared<DDPStrategy>(DDPOptions{.spawn = name == "ddp_spawn"});
   if (name == "dp") return std::make_shared<DataParallelStrategy>();
-  if (name == "fsdp" || name == "deepspeed")
+  if (name == "fsdp") return std::make_shared<FSDPStrategy>();
+  if (name == "deepspeed")
     throw ValueError("strategy '" + name + "' is not yet available in loom; use 'ddp' for "
                      "several devices or 'single_device' for one; valid: " + kStrategies);
   throw ValueError("unknown strategy '" + name + "'; valid: " + kStrategies);

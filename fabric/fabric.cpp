@@ -167,7 +167,7 @@ std::shared_ptr<FabricModule> Fabric::setup_module_impl(
   // 7. The FabricModule, and the identities the optimizer check accepts.
   auto fm = std::make_shared<FabricModule>(forward, given, strategy_.get());
   std::erase_if(setup_params_, [](const std::weak_ptr<TensorImpl>& w) { return w.expired(); });
-  for (const Tensor& p : module->parameters()) setup_params_.push_back(p.impl_ptr());
+  for (const Tensor& p : fm->parameters()) setup_params_.push_back(p.impl_ptr());  // shards under fsdp
   ++models_setup_;
   return fm;
 }

@@ -17,7 +17,18 @@ void* Storage::data() const {
   return p ? p : materialize();
 }
 
+void Storage::release(Refusal refusal) {
+  if (void* p = data_.exchange(nullptr)) allocator_for(device_).deallocate(p, nbytes_);
+  refusal_ = std::make_unique<Refusal>(std::move(refusal));
+}
+
+void Storage::reacquire() {
+  refusal_.reset();
+  materialize();
+}
+
 void* Storage::materialize() const {
+  if (refusal_) throw RuntimeError((*refusal_)(-1));
   if (device_.is_meta())
     throw RuntimeError("cannot access the data of a meta storage: meta tensors hold no bytes");
   if (nbytes_ == 0) return nullptr;

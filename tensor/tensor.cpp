@@ -50,6 +50,8 @@ void* Tensor::raw_data_ptr() const {
                                       shape_str(t.sizes), " (", t.dtype,
                                       "): it lives on meta and holds no bytes; move it with "
                                       ".to(Device::cpu()) or materialise the module first"));
+  if (t.storage->is_released()) [[unlikely]]
+    throw RuntimeError(t.storage->refusal(t.offset));
   char* base = static_cast<char*>(t.storage->data());
   return base + t.offset * int64_t(dtype_size(t.dtype));
 }

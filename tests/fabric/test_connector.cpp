@@ -29,7 +29,7 @@ std::string value_error_of(Fn make) {
 
 const char* kValidAccelerators = "cpu, cuda, gpu, mps, tpu, auto";
 const char* kValidStrategies =
-    "valid: auto, single_device, dp, ddp, ddp_spawn; not yet available: fsdp, deepspeed";
+    "valid: auto, single_device, dp, ddp, ddp_spawn, fsdp; not yet available: deepspeed";
 const char* kValidPrecisions = "64-true, 32-true, 16-mixed, bf16-mixed, 16-true, bf16-true";
 
 TEST(Connector, AutoResolvesToTheVisibleHardware) {
@@ -155,11 +155,16 @@ TEST(Connector, RefusesInvalidDeviceAndNodeCounts) {
 }
 
 TEST(Connector, RefusesStrategiesThisBuildLacks) {
-  for (const char* name : {"fsdp", "deepspeed"})
+  for (const char* name : {"deepspeed"})
     EXPECT_THAT(value_error_of([&] { Fabric f({.accelerator = "cpu", .strategy = name}); }),
                 AllOf(HasSubstr(std::string("strategy '") + name + "' is not yet available"),
                       HasSubstr("use 'ddp' for several devices or 'single_device' for one"),
                       HasSubstr(kValidStrategies)));
+}
+
+TEST(Connector, FsdpIsAStrategy) {
+  Fabric fabric({.accelerator = "cpu", .strategy = "fsdp", .devices = 2});
+  EXPECT_EQ(fabric.strategy().name(), "fsdp");
 }
 
 TEST(Connector, RefusesConflictingPlugins) {
