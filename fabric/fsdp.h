@@ -117,6 +117,9 @@ class FSDPStrategy : public DDPStrategy {
   std::shared_ptr<nn::Module> setup_module(std::shared_ptr<nn::Module> module) override;
   bool optimizer_needs_setup_module_first() const override { return true; }
   void backward(const Tensor& loss) override;
+  // Gradient accumulation: backwards inside skip the reduce-scatter and keep every unit's
+  // unsharded gradients (the whole model's gradient size, in the gathered dtype, on every
+  // rank) until the next synchronised backward reduces them: memory for fewer collectives.
   ScopeStack no_backward_sync(nn::Module& module) override;
   double reduce_norm_part(double part, bool inf_norm) override;
   void save_checkpoint(const std::string& path, const CheckpointState& state) override;
