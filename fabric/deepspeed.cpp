@@ -16,7 +16,7 @@ namespace {
 
 constexpr const char* kValidStages =
     "valid stages: 1 (optimizer state partitioned), 2 (optimizer state and gradients "
-    "partitioned); 3 (parameters partitioned too) is not yet available";
+    "partitioned), 3 (parameters partitioned too)";
 
 int64_t mib_to_bytes(double mb) { return std::max<int64_t>(1, int64_t(mb * 1024.0 * 1024.0)); }
 
@@ -27,6 +27,13 @@ DDPOptions ddp_options_of(const DeepSpeedOptions& o) {
                     .spawn = false,
                     .timeout = o.timeout,
                     .debug_collectives = o.debug_collectives};
+}
+
+// Stage 3 is fsdp with deepspeed's names for the knobs.
+FSDPOptions fsdp_options_of(const DeepSpeedOptions& o) {
+  return FSDPOptions{.wrap_module_types = o.stage3_wrap_module_types,
+                     .min_num_params = o.stage3_min_num_params,
+                     .ddp = ddp_options_of(o)};
 }
 
 template <class T>
@@ -71,11 +78,8 @@ Tensor ZeroDataParallel::forward(const Tensor& x) {
 // ---- DeepSpeedStrategy ----
 
 DeepSpeedStrategy::DeepSpeedStrategy(DeepSpeedOptions options)
-    : DDPStrategy(ddp_options_of(options)), ds_(options) {
-  if (ds_.stage == 3)
-    throw ValueError(std::string("deepspeed: ZeRO stage 3 (parameters partitioned too) is not yet "
-                                 "available in loom; use stage 1 or 2. ") + kValidStages);
-  if (ds_.stage != 1 && ds_.stage != 2)
+    : FSDPStrategy(fsdp_options_of(options)), ds_(options) {
+  if (ds_.stage < 1 || ds_.stage > 3)
     throw ValueError(detail::concat("deepspeed: stage=", ds_.stage, " is invalid; ", kValidStages));
   if (!(ds_.reduce_bucket_mb > 0))
     throw ValueError(detail::concat("deepspeed: reduce_bucket_mb=", ds_.reduce_bucket_mb,
@@ -93,11 +97,11 @@ void DeepSpeedStrategy::launch(const std::function<void()>& fn) {
         "when the gradients it sees hold inf/nan, and under ZeRO each rank sees only its "
         "partition, so the ranks could disagree; use 'bf16-mixed', '32-true', 'bf16-true' or "
         "'16-true'");
-  DDPStrategy::launch(fn);
+  FSDPStrategy::launch(fn);
 }
 
 void DeepSpeedStrategy::setup_environment() {
-  DDPStrategy::setup_environment();
+  FSDPStrategy::setup_environment();
   if (ds_.offload_optimizer && global_rank() == 0)
     std::cout << "loom deepspeed: offload_optimizer=true has no effect on a CPU run: the "
                  "optimizer state already lives in host memory (partitioned, 1/"
@@ -129,7 +133,18 @@ void DeepSpeedStrategy::broadcast_from_rank0(nn::Module& module) {
   }
 }
 
+ScopeStack DeepSpeedStrategy::module_init_context(std::optional<bool> empty_init) {
+  if (ds_.stage == 3) return FSDPStrategy::module_init_context(empty_init);
+  return Strategy::module_init_context(empty_init);
+}
+
+void DeepSpeedStrategy::module_to_device(nn::Module& module) {
+  if (ds_.stage == 3) return FSDPStrategy::module_to_device(module);
+  Strategy::module_to_device(module);
+}
+
 std::shared_ptr<nn::Module> DeepSpeedStrategy::setup_module(std::shared_ptr<nn::Module> module) {
+  if (ds_.stage == 3) return FSDPStrategy::setup_module(std::move(module));
   const auto& group = process_group();
   if (!group) throw RuntimeError("deepspeed: the process group is not set up; call fabric.launch() first");
   broadcast_from_rank0(*module);
@@ -150,6 +165,7 @@ std::shared_ptr<nn::Module> DeepSpeedStrategy::setup_module(std::shared_ptr<nn::
 }
 
 std::shared_ptr<optim::Optimizer> DeepSpeedStrategy::setup_optimizer(std::shared_ptr<optim::Optimizer> opt) {
+  if (ds_.stage == 3) return opt;  // built over the shards: it steps 1/W of the model as it is
   std::vector<std::shared_ptr<ZeroPartition>> partitions;
   for (const auto& weak : modules_)
     if (auto m = weak.lock()) partitions.push_back(m->partition_ptr());
@@ -163,6 +179,7 @@ std::shared_ptr<optim::Optimizer> DeepSpeedStrategy::setup_optimizer(std::shared
 }
 
 void DeepSpeedStrategy::backward(const Tensor& loss) {
+  if (ds_.stage == 3) return FSDPStrategy::backward(loss);
   // Presented partition gradients are moved aside before any backward adds to them (Note
   // [ZeRO partition], "Accumulation in stage 2").
   for (const auto& weak : modules_)
@@ -180,6 +197,7 @@ void DeepSpeedStrategy::backward(const Tensor& loss) {
 }
 
 ScopeStack DeepSpeedStrategy::no_backward_sync(nn::Module& module) {
+  if (ds_.stage == 3) return FSDPStrategy::no_backward_sync(module);
   auto* z = unwrap<ZeroDataParallel>(&module);
   if (!z) throw ValueError("no_backward_sync: the module was not set up with the deepspeed strategy");
   ScopeStack s;
@@ -191,6 +209,7 @@ ScopeStack DeepSpeedStrategy::no_backward_sync(nn::Module& module) {
 }
 
 double DeepSpeedStrategy::reduce_norm_part(double part, bool inf_norm) {
+  if (ds_.stage == 3) return FSDPStrategy::reduce_norm_part(part, inf_norm);
   if (ds_.stage == 1 || !process_group() || world_size() == 1) return part;
   Tensor t = scalar_tensor(part, DType::f64);
   process_group()->all_reduce(t, inf_norm ? ReduceOp::max : ReduceOp::sum);
@@ -207,6 +226,14 @@ std::shared_ptr<ZeroOptimizer> DeepSpeedStrategy::zero_optimizer_of(
 }
 
 void DeepSpeedStrategy::save_checkpoint(const std::string& path, const CheckpointState& state) {
+  if (ds_.stage == 3) {
+    for (const auto& [key, value] : state)
+      if (std::holds_alternative<std::shared_ptr<optim::Optimizer>>(value))
+        throw ValueError("save: under deepspeed stage 3, saving optimizer state ('" + key +
+                         "') is not yet available; save the model and plain values (stages 1 "
+                         "and 2 save the full optimizer state)");
+    return FSDPStrategy::save_checkpoint(path, state);
+  }
   // Every rank gathers (in the state's key order, the same everywhere); rank 0 writes.
   CheckpointState full = state;
   for (auto& [key, value] : full)
@@ -229,7 +256,7 @@ CheckpointState DeepSpeedStrategy::load_checkpoint(const std::string& path, Chec
         value = std::shared_ptr<optim::Optimizer>(zero);
         keys.insert(key);
       }
-  CheckpointState rest = DDPStrategy::load_checkpoint(path, swapped, strict);
+  CheckpointState rest = FSDPStrategy::load_checkpoint(path, swapped, strict);
   for (auto& [key, value] : state)
     if (!keys.count(key)) value = swapped.at(key);
   return rest;
@@ -247,8 +274,8 @@ std::shared_ptr<DeepSpeedStrategy> make_deepspeed_strategy(const std::string& na
   auto it = known.find(name);
   if (it == known.end())
     throw ValueError("unknown strategy '" + name + "'; the deepspeed strategies are deepspeed "
-                     "(stage 2), deepspeed_stage_1, deepspeed_stage_2, deepspeed_stage_2_offload "
-                     "(deepspeed_stage_3 is not yet available)");
+                     "(stage 2), deepspeed_stage_1, deepspeed_stage_2, deepspeed_stage_2_offload, "
+                     "deepspeed_stage_3, deepspeed_stage_3_offload");
   return std::make_shared<DeepSpeedStrategy>(it->second);
 }
 

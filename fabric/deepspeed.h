@@ -7,19 +7,27 @@
 //             all-gathered so every rank holds the same parameters
 //   stage 2   gradients partitioned too: reduce-scattered (averaged) bucket by bucket during
 //             backward, each rank keeps the gradient of its shard only
-//   stage 3   (parameters partitioned) not yet available: a ValueError says so
+//   stage 3   parameters partitioned too: the module is set up as fsdp sets it up (fabric/fsdp.h:
+//             units by stage3_wrap_module_types / stage3_min_num_params, flat shards gathered
+//             around each unit's forward and backward, gradients reduce-scattered into the
+//             shards, meta init under init_module()); as under fsdp, build the optimizer from
+//             the set-up module's parameters() after setup_module()
 //
-// It derives from DDPStrategy for launch (re-executing the program per rank, or loomrun /
-// SLURM / mpirun), the process group and the collectives; set-up broadcasts rank 0's
-// parameters and buffers as ddp does. Fabric steps the optimizer that setup_optimizer()
-// returns, a ZeroOptimizer around the user's.
+// It derives from FSDPStrategy (itself a DDPStrategy) for launch (re-executing the program per
+// rank, or loomrun / SLURM / mpirun), the process group, the collectives and stage 3; stages 1
+// and 2 override what they change and go to DDPStrategy's and Strategy's behaviour for the
+// rest (set-up broadcasts rank 0's parameters and buffers as ddp does, modules are built and
+// moved as on one device). Fabric steps the optimizer that setup_optimizer() returns, a
+// ZeroOptimizer around the user's (stage 3: the user's own, over the shards).
 //
 // Checkpoints (Fabric::save / load): every rank takes part in gathering each ZeRO optimizer's
 // full state (ZeroOptimizer::full_state_dict), and rank 0 writes one file in the layout one
 // process writes. Every rank reads that file and keeps its own ranges, so a checkpoint loads
 // at the world size it was saved at, at any other, and in a single process (and a
 // single-process checkpoint loads here). The price: rank 0 holds the whole optimizer state
-// while it writes, and each rank reads the whole of it while it loads.
+// while it writes, and each rank reads the whole of it while it loads. Stage 3 saves what fsdp
+// saves: the gathered model and plain values; its optimizer state is not yet saved (a
+// ValueError).
 //
 // Not supported: 16-mixed (its gradient scaler checks for inf/nan per optimizer over the
 // gradients it sees, which under ZeRO are one rank's partition, so the ranks could disagree
@@ -34,6 +42,7 @@
 #include <vector>
 
 #include "fabric/ddp.h"
+#include "fabric/fsdp.h"
 #include "fabric/reducer.h"
 #include "fabric/wrapper_module.h"
 #include "fabric/zero.h"
@@ -41,7 +50,7 @@
 namespace loom {
 
 struct DeepSpeedOptions {
-  int stage = 2;  // 1 or 2; 3 is not yet available
+  int stage = 2;  // 1, 2 or 3
   // Keep the optimizer state in host memory. A CPU run holds it there anyway: accepted, does
   // nothing, and rank 0 says so at set-up.
   bool offload_optimizer = false;
@@ -55,6 +64,11 @@ struct DeepSpeedOptions {
   bool find_unused_parameters = false;
   std::chrono::milliseconds timeout{std::chrono::seconds(120)};  // every collective
   bool debug_collectives = false;  // also on with LOOM_DEBUG_COLLECTIVES=1
+  // Stage 3's units, fsdp's auto-wrap policy (FSDPOptions): modules whose name() is listed,
+  // and any module holding at least this many parameters outside the units below it (0: off);
+  // the root unit holds the rest (by default, the whole model is one unit).
+  std::vector<std::string> stage3_wrap_module_types{};
+  int64_t stage3_min_num_params = 0;
 };
 
 // The module the strategy's forward runs: the user's module, its partition and (stage 1) its
@@ -77,21 +91,23 @@ class ZeroDataParallel : public WrapperModule {
   std::shared_ptr<Reducer> reducer_;
 };
 
-class DeepSpeedStrategy : public DDPStrategy {
+class DeepSpeedStrategy : public FSDPStrategy {
  public:
-  // ValueError for a stage other than 1 or 2 (3 is named as not yet available) and for
-  // bucket sizes that are not positive.
+  // ValueError for a stage other than 1, 2 or 3 and for bucket sizes that are not positive.
   explicit DeepSpeedStrategy(DeepSpeedOptions options = {});
   std::string name() const override { return "deepspeed"; }
 
   void launch(const std::function<void()>& fn) override;
   void setup_environment() override;
+  ScopeStack module_init_context(std::optional<bool> empty_init) override;
+  void module_to_device(nn::Module& module) override;
   std::shared_ptr<nn::Module> setup_module(std::shared_ptr<nn::Module> module) override;
+  bool optimizer_needs_setup_module_first() const override { return ds_.stage == 3; }
   std::shared_ptr<optim::Optimizer> setup_optimizer(std::shared_ptr<optim::Optimizer> opt) override;
   void backward(const Tensor& loss) override;
   ScopeStack no_backward_sync(nn::Module& module) override;
-  // Stage 1: every rank holds every gradient (the identity). Stage 2: the sum (max for the
-  // inf-norm) of the ranks' parts.
+  // Stage 1: every rank holds every gradient (the identity). Stages 2 and 3: the sum (max for
+  // the inf-norm) of the ranks' parts.
   double reduce_norm_part(double part, bool inf_norm) override;
   void save_checkpoint(const std::string& path, const CheckpointState& state) override;
   CheckpointState load_checkpoint(const std::string& path, CheckpointState& state,
@@ -112,9 +128,8 @@ class DeepSpeedStrategy : public DDPStrategy {
 };
 
 // The strategy for a name the connector takes: "deepspeed" (stage 2), "deepspeed_stage_1",
-// "deepspeed_stage_2", "deepspeed_stage_2_offload"; "deepspeed_stage_3" and
-// "deepspeed_stage_3_offload" are a ValueError saying stage 3 is not yet available, any other
-// "deepspeed..." one listing the valid names.
+// "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3",
+// "deepspeed_stage_3_offload"; any other "deepspeed..." name is a ValueError listing them.
 std::shared_ptr<DeepSpeedStrategy> make_deepspeed_strategy(const std::string& name);
 
 }  // namespace loom

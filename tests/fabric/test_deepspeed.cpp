@@ -1,10 +1,10 @@
-// The deepspeed strategy (ZeRO stages 1 and 2) with 2 and 4 real processes (ddp_harness.h):
+// The deepspeed strategy (ZeRO stages 1, 2 and 3) with 2 and 4 real processes (ddp_harness.h):
 // AdamW training that must end where one process training on the union batch ends (several
 // buckets, parameters straddling shard boundaries, a bias some rank owns none of), gradient
 // accumulation with and without no_backward_sync, clip_gradients' norm, the optimizer state
 // each rank keeps (1/W of one process's), reduce-scatters started during backward, checkpoints
-// that continue identically (at the same world size, at another, and in one process), and the
-// configuration errors.
+// that continue identically (at the same world size, at another, and in one process), stage 3
+// on the fsdp machinery, and the configuration errors.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -522,6 +522,120 @@ TEST(DeepSpeedCheckpoint, Stage2SaveLoadContinuesIdenticallyAndLoadsAtAnotherWor
   expect_checkpoint_round_trip(2);
 }
 
+// ---- stage 3 (fsdp's machinery) ----
+
+// Built on meta under init_module(), set up as fsdp sets it up (a unit per Linear here), the
+// optimizer built over the shards after setup_module().
+LOOM_DDP_SCENARIO(ds_stage3) {
+  int world = job_env_int("LOOM_DS_WORLD", 2);
+  int steps = job_env_int("LOOM_DS_STEPS", 3);
+  int accumulate = job_env_int("LOOM_DS_ACCUMULATE", 1);
+  double clip = job_env_double("LOOM_DS_CLIP", 0.0);
+  auto strategy = std::make_shared<DeepSpeedStrategy>(
+      DeepSpeedOptions{.stage = 3, .timeout = 10s, .stage3_min_num_params = 50});
+  Fabric fabric({.accelerator = "cpu", .strategy = strategy, .devices = world});
+  fabric.launch();
+  int r = fabric.global_rank();
+  fabric.seed_everything(4321);
+  std::shared_ptr<Net> model;
+  {
+    auto ctx = fabric.init_module();
+    model = std::make_shared<Net>();
+  }
+  record(r, "built_on_meta", model->fc2->weight.is_meta() ? 1.0 : 0.0);
+  try {  // an optimizer over the original parameters is refused, as under fsdp
+    fabric.setup(std::make_shared<Net>(), make_adamw(*model));
+    record_text(r, "setup_refusal", "none");
+  } catch (const RuntimeError& e) {
+    record_text(r, "setup_refusal", e.what());
+  }
+  auto fm = fabric.setup_module(model);
+  record(r, "units", double(dynamic_cast<FullyShardedModule&>(*fm->forward_module()).units().size()));
+  // The gathered full state, in Net's order (a plain Net takes it by name).
+  auto gathered = [&] {
+    Net plain;
+    plain.load_state_dict(fm->state_dict());
+    return flat_state(plain);
+  };
+  record(r, "init", gathered());
+  auto fo = fabric.setup_optimizers(std::make_shared<optim::AdamW>(
+      fm->parameters(), kLr, optim::AdamWOptions{.weight_decay = kWeightDecay}));
+  int64_t per = kRows / world;
+  std::vector<double> norms;
+  try {
+    for (int s = 0; s < steps; ++s) {
+      for (int m = 0; m < accumulate; ++m) {
+        auto [x, y] = full_batch(s, m);
+        bool last = m + 1 == accumulate;
+        auto no_sync = fabric.no_backward_sync(*fm, /*enabled=*/!last);
+        fabric.backward(mse_loss((*fm)(x.narrow(0, r * per, per).contiguous()),
+                                 y.narrow(0, r * per, per).contiguous()) / double(accumulate));
+      }
+      if (clip > 0) norms.push_back(fabric.clip_gradients(*fm, *fo, clip).item<double>());
+      fo->step();
+      fo->zero_grad();
+    }
+    record(r, "final", gathered());
+    record(r, "norms", norms);
+    double bytes = 0;
+    for (const auto& [index, st] : fo->state_dict().state)
+      for (const auto& [key, buf] : st.buffers) bytes += double(buf.nbytes());
+    record(r, "state_bytes", bytes);
+    try {
+      fabric.save(job_dir() + "/stage3.safetensors", {{"model", model}, {"optimizer", fo}});
+      record_text(r, "save_refusal", "none");
+    } catch (const ValueError& e) {
+      record_text(r, "save_refusal", e.what());
+    }
+  } catch (const std::exception& e) {
+    record_text(r, "error", e.what());
+  }
+  fabric.barrier();
+  record(r, "done", 1.0);
+}
+
+void expect_stage3_matches(int world, int accumulate, double clip) {
+  const int steps = 3;
+  Job job = run_job("ds_stage3", {{"LOOM_DS_WORLD", std::to_string(world)},
+                                  {"LOOM_DS_STEPS", std::to_string(steps)},
+                                  {"LOOM_DS_ACCUMULATE", std::to_string(accumulate)},
+                                  {"LOOM_DS_CLIP", std::to_string(clip)}});
+  ASSERT_TRUE(job.ok()) << job.describe();
+  std::vector<double> init = job.rank(0).values("init");
+  ASSERT_EQ(init.size(), size_t(kNumel + kOut)) << job.describe();
+  Reference ref = reference_from(init, steps, accumulate, clip);
+  EXPECT_GT(max_abs_diff(ref.final, init), 1e-2) << "the reference must actually train";
+  for (int r = 0; r < world; ++r) {
+    RankRecord rec = job.rank(r);
+    ASSERT_EQ(rec.value("done"), 1.0) << job.describe();
+    EXPECT_EQ(rec.text("error"), "") << "rank " << r;
+    EXPECT_EQ(rec.value("built_on_meta"), 1.0);
+    EXPECT_THAT(rec.text("setup_refusal"), HasSubstr("Call fabric.setup_module(model) first"));
+    EXPECT_EQ(rec.value("units"), 4.0) << "fc1, fc2, fc3 and the root";
+    EXPECT_EQ(rec.values("init"), init) << "rank " << r;
+    EXPECT_LT(max_abs_diff(rec.values("final"), ref.final), 1e-5) << "rank " << r;
+    // Each rank's state: its padded shard of every unit, 1/W of one process's and a little.
+    EXPECT_LE(rec.value("state_bytes"), double(2 * 4 * kNumel) / world + 2 * 4 * 4 * world)
+        << "rank " << r;
+    EXPECT_THAT(rec.text("save_refusal"),
+                HasSubstr("under deepspeed stage 3, saving optimizer state ('optimizer') is not "
+                          "yet available"));
+    if (clip > 0) {
+      EXPECT_GT(ref.norms.front(), clip) << "the clip must bite";
+      std::vector<double> norms = rec.values("norms");
+      ASSERT_EQ(norms.size(), ref.norms.size()) << "rank " << r;
+      for (size_t i = 0; i < norms.size(); ++i)
+        EXPECT_NEAR(norms[i], ref.norms[i], 1e-5 * ref.norms[i]) << "rank " << r << " step " << i;
+    }
+  }
+}
+
+TEST(DeepSpeedStage3, TwoRanksMatchOneProcessOnTheUnionBatch) { expect_stage3_matches(2, 1, 0.0); }
+
+TEST(DeepSpeedStage3, FourRanksWithAccumulationAndClippingMatchOneProcess) {
+  expect_stage3_matches(4, 2, 0.05);
+}
+
 // ---- configuration ----
 
 template <class Fn>
@@ -534,24 +648,21 @@ std::string value_error_of(Fn make) {
   return "";
 }
 
-TEST(DeepSpeedConfig, StagesOtherThanOneAndTwoAreValueErrorsListingTheValidOnes) {
+TEST(DeepSpeedConfig, StagesOtherThanOneTwoAndThreeAreValueErrorsListingTheValidOnes) {
   for (int stage : {0, 4, -1}) {
     std::string msg = value_error_of([&] { DeepSpeedStrategy s({.stage = stage}); });
     EXPECT_THAT(msg, HasSubstr("stage=" + std::to_string(stage) + " is invalid")) << stage;
     EXPECT_THAT(msg, HasSubstr("valid stages: 1 (optimizer state partitioned), 2 (optimizer "
-                               "state and gradients partitioned)"));
+                               "state and gradients partitioned), 3 (parameters partitioned too)"));
   }
-  std::string three = value_error_of([] { DeepSpeedStrategy s({.stage = 3}); });
-  EXPECT_THAT(three, HasSubstr("ZeRO stage 3 (parameters partitioned too) is not yet available"));
-  EXPECT_THAT(three, HasSubstr("valid stages: 1"));
-  EXPECT_THAT(value_error_of([] { Fabric f({.accelerator = "cpu", .strategy = "deepspeed_stage_3"}); }),
-              HasSubstr("stage 3 (parameters partitioned too) is not yet available"));
   EXPECT_THAT(value_error_of([] { DeepSpeedStrategy s({.reduce_bucket_mb = 0}); }),
               HasSubstr("reduce_bucket_mb=0 is invalid; it must be > 0"));
   EXPECT_THAT(value_error_of([] { DeepSpeedStrategy s({.allgather_bucket_mb = -1}); }),
               HasSubstr("allgather_bucket_mb=-1 is invalid"));
   EXPECT_THAT(value_error_of([] { Fabric f({.accelerator = "cpu", .strategy = "deepspeed_stage_9"}); }),
-              HasSubstr("the deepspeed strategies are deepspeed (stage 2), deepspeed_stage_1"));
+              HasSubstr("the deepspeed strategies are deepspeed (stage 2), deepspeed_stage_1, "
+                        "deepspeed_stage_2, deepspeed_stage_2_offload, deepspeed_stage_3, "
+                        "deepspeed_stage_3_offload"));
 }
 
 TEST(DeepSpeedConfig, ReachableByNameAndAsAPluginObject) {
@@ -564,6 +675,10 @@ TEST(DeepSpeedConfig, ReachableByNameAndAsAPluginObject) {
   EXPECT_EQ(dynamic_cast<DeepSpeedStrategy&>(stage1.strategy()).stage(), 1);
   Fabric offload({.accelerator = "cpu", .strategy = "deepspeed_stage_2_offload", .devices = 2});
   EXPECT_TRUE(dynamic_cast<DeepSpeedStrategy&>(offload.strategy()).deepspeed_options().offload_optimizer);
+  Fabric stage3({.accelerator = "cpu", .strategy = "deepspeed_stage_3", .devices = 2});
+  EXPECT_EQ(dynamic_cast<DeepSpeedStrategy&>(stage3.strategy()).stage(), 3);
+  EXPECT_TRUE(stage3.strategy().optimizer_needs_setup_module_first());
+  EXPECT_FALSE(stage1.strategy().optimizer_needs_setup_module_first());
   auto object = std::make_shared<DeepSpeedStrategy>(DeepSpeedOptions{.stage = 1});
   Fabric plugin({.accelerator = "cpu", .devices = 2, .plugins = {object}});
   EXPECT_EQ(&plugin.strategy(), object.get());
