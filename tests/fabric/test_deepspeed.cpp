@@ -522,6 +522,65 @@ TEST(DeepSpeedCheckpoint, Stage2SaveLoadContinuesIdenticallyAndLoadsAtAnotherWor
   expect_checkpoint_round_trip(2);
 }
 
+// ---- unused parameters ----
+
+// Net plus a layer its forward never uses.
+class NetWithSpare : public Net {
+ public:
+  NetWithSpare() { spare = register_module("spare", std::make_shared<nn::Linear>(kOut, kOut)); }
+  std::shared_ptr<nn::Linear> spare;
+};
+
+LOOM_DDP_SCENARIO(ds_unused) {
+  int stage = job_env_int("LOOM_DS_STAGE", 2);
+  bool find_unused = job_env_int("LOOM_DS_FIND_UNUSED", 0) == 1;
+  Fabric fabric({.accelerator = "cpu",
+                 .strategy = std::make_shared<DeepSpeedStrategy>(DeepSpeedOptions{
+                     .stage = stage, .reduce_bucket_mb = 1e-5, .find_unused_parameters = find_unused,
+                     .timeout = 10s}),
+                 .devices = 2});
+  fabric.launch();
+  int r = fabric.global_rank();
+  auto model = std::make_shared<NetWithSpare>();
+  auto [fm, fo] = fabric.setup(model, make_adamw(*model));
+  try {
+    for (int s = 0; s < 2; ++s) {
+      auto [x, y] = full_batch(s, 0);
+      fabric.backward(mse_loss((*fm)(x.narrow(0, r * 8, 8).contiguous()), y.narrow(0, r * 8, 8).contiguous()));
+      fo->step();
+      fo->zero_grad();
+    }
+    record(r, "final", flat_state(*model));
+  } catch (const std::exception& e) {
+    record_text(r, "error", e.what());
+  }
+  fabric.barrier();  // no rank is left waiting in a collective
+  record(r, "done", 1.0);
+}
+
+void expect_unused(int stage) {
+  Job refused = run_job("ds_unused", {{"LOOM_DS_STAGE", std::to_string(stage)}}, 30s);
+  ASSERT_TRUE(refused.ok()) << refused.describe();
+  for (int r = 0; r < 2; ++r) {
+    RankRecord rec = refused.rank(r);
+    EXPECT_EQ(rec.value("done"), 1.0) << refused.describe();
+    EXPECT_FALSE(rec.has("final"));
+    EXPECT_THAT(rec.text("error"), HasSubstr("spare.weight")) << "rank " << r;
+    EXPECT_THAT(rec.text("error"), HasSubstr("spare.bias")) << "rank " << r;
+    EXPECT_THAT(rec.text("error"), HasSubstr("find_unused_parameters=true"));
+    EXPECT_THAT(rec.text("error"), ::testing::Not(HasSubstr("fc1")));
+  }
+  Job allowed = run_job("ds_unused", {{"LOOM_DS_STAGE", std::to_string(stage)}, {"LOOM_DS_FIND_UNUSED", "1"}}, 30s);
+  ASSERT_TRUE(allowed.ok()) << allowed.describe();
+  std::vector<double> final0 = allowed.rank(0).values("final");
+  EXPECT_EQ(final0.size(), size_t(kNumel + kOut * kOut + kOut + kOut)) << allowed.describe();
+  EXPECT_EQ(allowed.rank(1).values("final"), final0) << "the ranks stay identical";
+  EXPECT_EQ(allowed.rank(0).text("error"), "");
+}
+
+TEST(DeepSpeedUnused, Stage1UnusedParametersFailEveryRankNamingThemOrCountAsZero) { expect_unused(1); }
+TEST(DeepSpeedUnused, Stage2UnusedParametersFailEveryRankNamingThemOrCountAsZero) { expect_unused(2); }
+
 // ---- stage 3 (fsdp's machinery) ----
 
 // Built on meta under init_module(), set up as fsdp sets it up (a unit per Linear here), the
