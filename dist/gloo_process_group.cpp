@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cstdlib>
@@ -127,6 +128,44 @@ class SigpipeBlock {
   sigset_t old_;
 };
 
+// Gloo's TCP pair waits this many times the context's timeout for its first connection.
+constexpr int kConnectWaitFactor = 5;
+
+int64_t elapsed_ms(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start)
+      .count();
+}
+
+// Note [Call check over Gloo]: what a rank is about to call, exchanged before each collective
+// that runs over Gloo's TCP pairs. Fixed size, so mismatched calls never reach Gloo with
+// mismatched buffer sizes (Gloo's event-loop thread meets those with an uncaught
+// gloo::EnforceNotMet, which terminates the process).
+struct CallRecord {
+  uint64_t seq;
+  uint64_t hash;   // of the whole description (text may be truncated)
+  char text[112];  // the description, NUL-terminated
+};
+static_assert(sizeof(CallRecord) == 128);
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+CallRecord make_record(uint64_t seq, const std::string& description) {
+  CallRecord r{};
+  r.seq = seq;
+  r.hash = fnv1a(description);
+  std::strncpy(r.text, description.c_str(), sizeof r.text - 1);
+  return r;
+}
+
+std::string record_str(const CallRecord& r) {
+  return std::string(r.text, strnlen(r.text, sizeof r.text));
+}
+
 GlooOptions make_options(std::chrono::milliseconds timeout) {
   GlooOptions options;
   options.timeout = timeout;
@@ -204,12 +243,20 @@ GlooProcessGroup::GlooProcessGroup(int rank, int size, std::shared_ptr<TCPStore>
   SigpipeBlock sigpipe_block;  // for the threads started below, see SigpipeBlock
   gloo::transport::tcp::attr attr;
   attr.hostname = options.hostname;
-  GlooStore gloo_store(store_, key_prefix(group_name_) + "/gloo");
+  // Every wait of the rendezvous honours timeout_ (docs/design.md "Strategies"): the store
+  // waits for the peers' addresses up to timeout_ whatever Gloo asks (GlooStore), and Gloo's
+  // TCP pairs wait 5 x the context's timeout for their first connection
+  // (gloo/transport/tcp/pair.h, waitUntil), so the context holds timeout_ / 5 while
+  // connecting and timeout_ afterwards (the collectives pass theirs explicitly anyway).
+  GlooStore gloo_store(store_, key_prefix(group_name_) + "/gloo", timeout_);
+  const auto start = std::chrono::steady_clock::now();
   try {
     auto device = gloo::transport::tcp::CreateDevice(attr);
     auto context = std::make_shared<gloo::rendezvous::Context>(rank_, size_);
-    context->setTimeout(timeout_);
+    context->setTimeout(
+        std::chrono::milliseconds((timeout_.count() + kConnectWaitFactor - 1) / kConnectWaitFactor));
     context->connectFullMesh(gloo_store, device);
+    context->setTimeout(timeout_);
     context_ = std::move(context);
   } catch (const RuntimeError& e) {
     // The store's own message already says which key was missing and for how long.
@@ -218,9 +265,15 @@ GlooProcessGroup::GlooProcessGroup(int rank, int size, std::shared_ptr<TCPStore>
   } catch (const std::exception& e) {
     throw RuntimeError(detail::concat(
         "GlooProcessGroup '", group_name_, "' rank ", rank_, "/", size_,
-        ": connecting the full mesh failed within ", timeout_.count(), " ms: ", e.what(),
-        ". Check that every rank started with the same world size and group name, and that "
-        "the ranks can reach each other at hostname '", options.hostname, "'"));
+        ": connecting the full mesh failed after ", elapsed_ms(start), " ms (timeout ",
+        timeout_.count(), " ms): ", e.what(),
+        ". Check that every rank started with the same world size and group name, that none "
+        "is stopped or stuck, and that the ranks can reach each other at hostname '",
+        options.hostname, "'"));
+  } catch (...) {
+    throw RuntimeError(detail::concat("GlooProcessGroup '", group_name_, "' rank ", rank_, "/",
+                                      size_, ": connecting the full mesh failed after ",
+                                      elapsed_ms(start), " ms with an unknown exception"));
   }
   // Collective on every rank (the ranks that opt out say so, so all decide alike).
   const bool want_shm = options.shared_memory.value_or(shared_memory_from_env());
@@ -272,20 +325,32 @@ void GlooProcessGroup::worker_loop() {
 
 void GlooProcessGroup::run_task(Task& task, uint64_t seq) {
   std::exception_ptr error;
+  const auto start = std::chrono::steady_clock::now();
   try {
     if (debug_) check_fingerprints(seq, task.description);
+    std::string mismatch;
     try {
-      task.run(uint32_t(seq));
+      // Every Gloo call below, on this worker thread, ends here as a loom error; Gloo's own
+      // event-loop thread never sees mismatched sizes (Note [Call check over Gloo]).
+      if (!debug_ && !shm_) mismatch = check_call_over_gloo(seq, task.description);
+      if (mismatch.empty()) task.run(uint32_t(seq));
     } catch (const ValueError&) {
       throw;
     } catch (const std::exception& e) {
       // gloo::IoException (peer closed, timed out), gloo::Exception, EnforceNotMet, ...
       throw RuntimeError(detail::concat(
           "GlooProcessGroup '", group_name_, "' rank ", rank_, "/", size_, ": collective #", seq,
-          " ", task.description, " failed (timeout ", timeout_.count(), " ms): ", e.what(),
+          " ", task.description, " failed after ", elapsed_ms(start), " ms (timeout ",
+          timeout_.count(), " ms): ", e.what(),
           ". A rank may have died or called a different collective; check the other ranks' "
           "output, and set LOOM_DEBUG_COLLECTIVES=1 to compare what every rank called"));
+    } catch (...) {
+      throw RuntimeError(detail::concat("GlooProcessGroup '", group_name_, "' rank ", rank_,
+                                        "/", size_, ": collective #", seq, " ",
+                                        task.description, " failed after ", elapsed_ms(start),
+                                        " ms with an unknown exception"));
     }
+    if (!mismatch.empty()) throw RuntimeError(mismatch);
   } catch (const ValueError&) {
     error = std::current_exception();  // a bad argument: no peer is missing
   } catch (const std::exception& e) {
@@ -299,6 +364,45 @@ void GlooProcessGroup::run_task(Task& task, uint64_t seq) {
   // Drop the task's tensors before signalling, so a waiter sees its buffers released.
   task.run = nullptr;
   task.work->finish(error);
+}
+
+std::string GlooProcessGroup::check_call_over_gloo(uint64_t seq, const std::string& description) {
+  if (size_ == 1) return {};
+  const CallRecord mine = make_record(seq, description);
+  std::vector<CallRecord> all(static_cast<size_t>(size_));
+  gloo::AllgatherOptions opts(context_);
+  opts.setInput(const_cast<CallRecord*>(&mine), 1);
+  opts.setOutput(all.data(), all.size());
+  opts.setTag(kCallCheckTag);
+  opts.setTimeout(timeout_);
+  gloo::allgather(opts);
+  int differing = -1;
+  for (int r = 0; r < size_ && differing < 0; ++r) {
+    const CallRecord& c = all[size_t(r)];
+    if (c.seq != mine.seq || c.hash != mine.hash) differing = r;
+  }
+  if (differing < 0) return {};
+  // Name rank 0's call against the first rank that differs from it, as debug mode does.
+  const CallRecord& first = all[0];
+  int other = -1;
+  for (int r = 1; r < size_ && other < 0; ++r) {
+    if (all[size_t(r)].seq != first.seq || all[size_t(r)].hash != first.hash) other = r;
+  }
+  if (other < 0) other = differing;  // rank 0 differs from this rank only
+  std::ostringstream msg;
+  msg << "GlooProcessGroup '" << group_name_ << "' rank " << rank_ << "/" << size_
+      << ": collective #" << seq << " mismatch: rank 0 called " << record_str(first);
+  if (first.seq != seq) msg << " (its collective #" << first.seq << ")";
+  msg << " but rank " << other << " called " << record_str(all[size_t(other)]);
+  if (all[size_t(other)].seq != seq) msg << " (its collective #" << all[size_t(other)].seq << ")";
+  if (size_ > 2) {
+    msg << " (every rank:";
+    for (int r = 0; r < size_; ++r) msg << (r ? "; " : " ") << r << ": " << record_str(all[size_t(r)]);
+    msg << ")";
+  }
+  msg << ". All ranks must issue the same collectives, with the same sizes, dtypes and ops, in "
+         "the same order (a rank may have skipped or added one)";
+  return msg.str();
 }
 
 void GlooProcessGroup::check_fingerprints(uint64_t seq, const std::string& description) {

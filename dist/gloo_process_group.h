@@ -29,9 +29,19 @@
 // ring would. Simple and exact; revisit if it matters across hosts.
 //
 // Errors: bad arguments throw ValueError from the *_async call itself (nothing is queued);
-// failures while running (a dead peer, a timeout) are rethrown by Work::wait() as RuntimeError
-// naming the operation, its timeout and what to check. After such a failure the group's
-// connections are in an unknown state: later operations on it fail too (create a new group).
+// failures while running (a dead peer, a timeout, any exception out of Gloo) are rethrown by
+// Work::wait() as RuntimeError naming the group, this rank, the collective, the time waited
+// and the timeout. After such a failure the group's connections are in an unknown state:
+// later operations on it fail too (create a new group). Every wait honours the configured
+// timeout, the first connection included (Gloo's pairs would wait 5 x; see the constructor).
+//
+// Note [Call check over Gloo]: before each collective that runs over Gloo's TCP pairs (no
+// shared memory, no debug mode), the ranks all_gather a fixed 128-byte record of their call
+// (sequence number, the fingerprint below and its hash). Ranks whose calls differ (a size
+// mismatch, a skipped or added collective) all throw before any data moves, naming rank 0's
+// call and the first differing rank's; the group stays usable. Without it, Gloo's event-loop
+// thread meets mismatched buffer sizes with an uncaught gloo::EnforceNotMet that terminates
+// the process. It costs one small all_gather (a round trip) per TCP collective.
 //
 // A peer dying mid-transfer must not kill this rank: the group's threads (Gloo's event loop,
 // the worker) start with SIGPIPE blocked, so writes to a closed socket fail with EPIPE and
@@ -130,6 +140,11 @@ class GlooProcessGroup : public ProcessGroup {
   std::shared_ptr<Work> enqueue(std::string description, std::function<void(uint32_t)> run);
   void worker_loop();
   void run_task(Task& task, uint64_t seq);
+  // Note [Call check over Gloo]: exchanges this rank's call with every rank's through a
+  // fixed-size all_gather; returns the mismatch message, empty when all ranks agree.
+  std::string check_call_over_gloo(uint64_t seq, const std::string& description);
+  // The all_gather tag of check_call_over_gloo (the collectives' tags are their seq from 1).
+  static constexpr uint32_t kCallCheckTag = 0;
   // Note [Debug collectives]: throws RuntimeError on a mismatch or a missing rank.
   void check_fingerprints(uint64_t seq, const std::string& description);
   // The ops proper, run on the worker thread.

@@ -20,8 +20,12 @@ namespace loom::dist {
 
 class GlooStore : public gloo::rendezvous::Store {
  public:
-  // `prefix` names the group, e.g. "pg/0"; keys become "<prefix>/<gloo key>".
-  GlooStore(std::shared_ptr<TCPStore> store, std::string prefix);
+  // `prefix` names the group, e.g. "pg/0"; keys become "<prefix>/<gloo key>". A positive
+  // `wait_timeout` bounds every get and wait whatever timeout Gloo passes (GlooProcessGroup
+  // shrinks the context's timeout while connecting, see its constructor); zero: the timeouts
+  // below.
+  GlooStore(std::shared_ptr<TCPStore> store, std::string prefix,
+            std::chrono::milliseconds wait_timeout = std::chrono::milliseconds(0));
 
   void set(const std::string& key, const std::vector<char>& data) override;
   // Blocks until the key exists, up to the TCPStore's timeout.
@@ -39,6 +43,7 @@ class GlooStore : public gloo::rendezvous::Store {
 
   std::shared_ptr<TCPStore> store_;
   std::string prefix_;
+  std::chrono::milliseconds wait_timeout_;
 };
 
 }  // namespace loom::dist
