@@ -7,14 +7,16 @@
 // step, so it stays cache friendly without a transposed copy of the whole tensor.
 #include "kernels/cpu/softmax.h"
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/capability.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/reduce.h"
+#include "kernels/cpu/softmax_avx512.h"
+#include "kernels/cpu/softmax_math.h"
 #include "kernels/cpu/strided.h"
 
 namespace loom::kernels::cpu {
@@ -22,47 +24,32 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 14;  // elements per parallel task: exp is not cheap
 constexpr int64_t kTile = 16;        // rows gathered together when I > 1
-constexpr int64_t kBlock = 1024;     // exp(x - max) evaluated per stack block for sums
 
+// The row routines at the current level: f32 takes the AVX-512 compilation from avx512.
 template <class C>
-using Arr = Eigen::Array<C, Eigen::Dynamic, 1>;
-template <class C>
-using Map = Eigen::Map<Arr<C>>;
-template <class C>
-using CMap = Eigen::Map<const Arr<C>>;
-
-// sum(exp(x - m)) over n values, a stack block at a time (x itself is left untouched).
-template <class C>
-C sum_exp_shifted(const C* x, int64_t n, C m) {
-  C buf[kBlock];
-  C s = 0;
-  for (int64_t b = 0; b < n; b += kBlock) {
-    int64_t len = std::min(kBlock, n - b);
-    Map<C>(buf, len) = (CMap<C>(x + b, len) - m).exp();
-    s += sum_contiguous(buf, len);
+void softmax_row_at_level(const C* x, C* y, int64_t n, bool log) {
+  if constexpr (std::is_same_v<C, float>) {
+    if (kSoftmaxAvx512Built && cpu_level() >= CpuLevel::avx512) return softmax_row_f32_avx512(x, y, n, log);
   }
-  return s;
+  softmax_row_impl(x, y, n, log);
 }
 
 template <class C>
-void softmax_row_impl(const C* x, C* y, int64_t n, bool log) {
-  if (n == 0) return;
-  C m = max_contiguous(x, n);
-  if (log) {
-    C lse = std::log(sum_exp_shifted(x, n, m));
-    Map<C>(y, n) = (CMap<C>(x, n) - m) - lse;
-  } else {
-    Map<C>(y, n) = (CMap<C>(x, n) - m).exp();
-    C s = sum_contiguous(y, n);
-    Map<C>(y, n) *= C(1) / s;
+C sum_exp_shifted_at_level(const C* x, int64_t n, C m) {
+  if constexpr (std::is_same_v<C, float>) {
+    if (kSoftmaxAvx512Built && cpu_level() >= CpuLevel::avx512) return sum_exp_shifted_f32_avx512(x, n, m);
   }
+  return sum_exp_shifted(x, n, m);
 }
 
 template <class C>
 void softmax_backward_row(const C* g, const C* y, C* gx, int64_t n, bool log) {
   if (log) {
     C s = sum_contiguous(g, n);
-    Map<C>(gx, n) = CMap<C>(g, n) - CMap<C>(y, n).exp() * s;
+    const C* in[2] = {g, y};  // exp through eigen_blocks.h: bits independent of the row's address
+    on_packet_path<2>(in, gx, n, C(0), [s](const C* const* p, C* o, int64_t m) {
+      Map<C>(o, m) = CMap<C>(p[0], m) - CMap<C>(p[1], m).exp() * s;
+    });
   } else {
     C dot = pairwise_sum<C>(n, [g, y](int64_t i) { return g[i] * y[i]; });
     Map<C>(gx, n) = CMap<C>(y, n) * (CMap<C>(g, n) - dot);
@@ -123,7 +110,7 @@ void softmax_kernel(const void* x, void* y, int64_t O, int64_t R, int64_t I, boo
   using C = Compute<T>;
   const T* in[1] = {static_cast<const T*>(x)};
   for_each_row<T, 1>(in, static_cast<T*>(y), O, R, I, [log](const C* const* rows, C* out, int64_t n) {
-    softmax_row_impl(rows[0], out, n, log);
+    softmax_row_at_level(rows[0], out, n, log);
   });
 }
 
@@ -159,10 +146,10 @@ struct MakeBackward {
 
 }  // namespace
 
-void softmax_row(const float* x, float* y, int64_t n, bool log) { softmax_row_impl(x, y, n, log); }
+void softmax_row(const float* x, float* y, int64_t n, bool log) { softmax_row_at_level(x, y, n, log); }
 void softmax_row(const double* x, double* y, int64_t n, bool log) { softmax_row_impl(x, y, n, log); }
 float log_sum_exp_shifted(const float* x, int64_t n, float m) {
-  return std::log(sum_exp_shifted(x, n, m));
+  return std::log(sum_exp_shifted_at_level(x, n, m));
 }
 double log_sum_exp_shifted(const double* x, int64_t n, double m) {
   return std::log(sum_exp_shifted(x, n, m));

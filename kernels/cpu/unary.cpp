@@ -102,7 +102,7 @@ void unary_kernel(UnaryKind op, int64_t ndim, const int64_t* sizes, StridedArg o
           if (has_avx512_variant(op) && cpu_level() >= CpuLevel::avx512)
             return unary_f32_avx512(op, p[0], o, m);
         }
-        if constexpr (std::is_floating_point_v<C>) unary_floating(op, p[0], o, m);
+        if constexpr (std::is_floating_point_v<C>) unary_floating_blocks(op, p[0], o, m);
         else unary_integer(op, p[0], o, m);
       });
     };
@@ -120,7 +120,7 @@ void unary_backward_kernel(UnaryKind op, int64_t ndim, const int64_t* sizes, Str
         if (has_avx512_backward_variant(op) && cpu_level() >= CpuLevel::avx512)
           return unary_backward_f32_avx512(op, p[0], p[1], o, m);
       }
-      backward_floating(op, p[0], p[1], o, m);
+      backward_floating_blocks(op, p[0], p[1], o, m);
     });
   };
   const StridedArg in[2] = {grad, saved};

@@ -15,12 +15,12 @@ namespace loom::kernels::cpu {
 #if defined(__OPTIMIZE__)
 
 __attribute__((flatten)) void unary_f32_avx512(UnaryKind op, const float* x, float* y, int64_t n) {
-  unary_floating<float>(op, x, y, n);
+  unary_floating_blocks<float>(op, x, y, n);
 }
 
 __attribute__((flatten)) void unary_backward_f32_avx512(UnaryKind op, const float* g,
                                                         const float* s, float* y, int64_t n) {
-  backward_floating<float>(op, g, s, y, n);
+  backward_floating_blocks<float>(op, g, s, y, n);
 }
 
 #else  // unoptimised builds inline nothing, flatten or not: no variant (unary_avx512.h)

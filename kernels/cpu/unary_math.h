@@ -10,6 +10,7 @@
 #include <unsupported/Eigen/SpecialFunctions>
 #include <cstdint>
 
+#include "kernels/cpu/eigen_blocks.h"
 #include "kernels/cpu/elementwise.h"
 #include "tensor/error.h"
 
@@ -102,6 +103,33 @@ void backward_floating(UnaryKind op, const C* gp, const C* sp, C* yp, int64_t n)
     case UnaryKind::logical_not: break;
   }
   LOOM_CHECK(false, "unary_backward: logical_not is not differentiable");
+}
+
+// Ops whose Eigen packet and scalar paths differ (kernels/cpu/eigen_blocks.h).
+constexpr bool is_transcendental(UnaryKind op) {
+  return op == UnaryKind::exp || op == UnaryKind::log || op == UnaryKind::tanh ||
+         op == UnaryKind::sigmoid || op == UnaryKind::gelu_tanh || op == UnaryKind::gelu_erf;
+}
+
+// unary_floating with every value on Eigen's packet path: the same bits wherever the block of
+// a value starts, so at every thread count.
+template <class C>
+void unary_floating_blocks(UnaryKind op, const C* xp, C* yp, int64_t n) {
+  if (!is_transcendental(op)) return unary_floating(op, xp, yp, n);
+  const C* in[1] = {xp};
+  on_packet_path<1>(in, yp, n, C(0), [op](const C* const* p, C* o, int64_t m) {
+    unary_floating(op, p[0], o, m);
+  });
+}
+
+template <class C>
+void backward_floating_blocks(UnaryKind op, const C* gp, const C* sp, C* yp, int64_t n) {
+  if (op != UnaryKind::gelu_tanh && op != UnaryKind::gelu_erf)
+    return backward_floating(op, gp, sp, yp, n);
+  const C* in[2] = {gp, sp};
+  on_packet_path<2>(in, yp, n, C(0), [op](const C* const* p, C* o, int64_t m) {
+    backward_floating(op, p[0], p[1], o, m);
+  });
 }
 
 }  // namespace

@@ -102,5 +102,25 @@ TEST(UnaryAvx512, BothVariantsStayWithinTheBoundOfTheExactFunction) {
   }
 }
 
+// Transcendental ops at every level give the same bits at 1 and 2 threads, also where the
+// second thread's chunk starts off Eigen's packet alignment (kernels/cpu/eigen_blocks.h): exp
+// over 3 * 2^19 + 5 values differed between 1 and 2 threads before.
+TEST(UnaryAvx512, TranscendentalOpsDoNotDependOnTheThreadCountAtAnyLevel) {
+  ThreadsGuard restore;
+  std::vector<float> x(size_t(3 * (1 << 19) + 5));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(std::sin(double(i) * 0.37) * 6.0);
+  const Tensor xt = tensor_of(x);
+  for (CpuLevel level : {CpuLevel::avx2, CpuLevel(max_cpu_level_index())}) {
+    CpuLevelGuard cap{level};
+    for (native::UnaryOp op : {native::UnaryOp::exp, native::UnaryOp::tanh, native::UnaryOp::gelu_erf}) {
+      set_num_threads(1);
+      const Tensor one = native::unary(op, xt);
+      set_num_threads(2);
+      EXPECT_TRUE(one.equal(native::unary(op, xt)))
+          << "op " << int(op) << " at " << to_string(level);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace loom
