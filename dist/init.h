@@ -9,6 +9,12 @@
 // already taken (choose another MASTER_PORT), a rank did not join within the timeout (only k
 // of n joined), more ranks than world_size joined, or the port answers but is not a store.
 //
+// Note [Rank claims]: before the backend's group, every rank registers its RANK with its pid
+// and host name (register_rank). A second process claiming a RANK fails at once and publishes
+// the conflict; every other rank polls for it while waiting for all ranks to register, so the
+// whole job fails within milliseconds naming both processes, instead of timing out later in
+// Gloo's rendezvous on the key of the rank nobody took.
+//
 // The store stays alive as long as the group (the group holds it), and store_of(group) hands
 // it out for rendezvous-level barriers and launchers. Rank 0's process hosts it: it should
 // leave last (end with a barrier), or the other ranks' store calls fail.
@@ -43,6 +49,10 @@ struct ProcessGroupOptions {
 };
 
 std::shared_ptr<ProcessGroup> init_process_group(const ProcessGroupOptions& options);
+
+// Note [Rank claims]; COLLECTIVE over the store's world_size ranks. Throws RuntimeError naming
+// both processes when `rank` is claimed twice, or the ranks never registered by `timeout`.
+void register_rank(TCPStore& store, int rank, int world_size, std::chrono::milliseconds timeout);
 
 // The rendezvous store behind a group made by init_process_group (or any GlooProcessGroup);
 // nullptr for a group without one.

@@ -137,5 +137,40 @@ TEST(DistFaults, StoppedPeerAtConnectFailsWithinTheConfiguredTimeout) {
   GTEST_SKIP() << "process 1 never drew the waiting side of the pair in 8 attempts";
 }
 
+// Three processes, world size 3, RANKs 0, 1, 1: every process fails at once, the two
+// claimants naming each other, rank 0 with the same message (Note [Rank claims] in init.h).
+TEST(DistFaults, DuplicateRankFailsAtOnceNamingBothProcesses) {
+  auto errors = run_ranks(3, [](int proc, int port) {
+    const int rank = proc == 2 ? 1 : proc;
+    ProcessGroupOptions o;
+    o.rank = rank;
+    o.world_size = 3;
+    o.master_addr = "127.0.0.1";
+    o.master_port = port;
+    o.timeout = 5s;
+    o.shared_memory = false;
+    const auto start = std::chrono::steady_clock::now();
+    std::string msg;
+    try {
+      init_process_group(o);
+    } catch (const RuntimeError& e) {
+      msg = e.what();
+    }
+    const double took = seconds_since(start);
+    check(!msg.empty(), "a duplicate RANK was not detected");
+    check(took < 2.0, "the error came after " + std::to_string(took) + " s: " + msg);
+    throw CheckFailed("MSG " + msg);
+  }, 15s);
+  for (size_t p = 0; p < errors.size(); ++p) {
+    const std::string& msg = errors[p];
+    EXPECT_EQ(msg.rfind("MSG ", 0), 0u) << "process " << p << ": " << msg;
+    EXPECT_NE(msg.find("RANK 1 was claimed by two processes: pid "), std::string::npos) << msg;
+    EXPECT_NE(msg.find(" (first) and pid "), std::string::npos) << msg;
+  }
+  // Every process reports the same conflict.
+  EXPECT_EQ(errors[0], errors[1]);
+  EXPECT_EQ(errors[1], errors[2]);
+}
+
 }  // namespace
 }  // namespace loom::dist
