@@ -296,12 +296,19 @@ GlooProcessGroup::~GlooProcessGroup() {
   if (worker_.joinable()) worker_.join();
 }
 
+bool GlooProcessGroup::reduces_in_shm(DType dtype, ReduceOp op) const {
+  if (!shm_) return false;
+  const bool widened = dtype == DType::f16 || dtype == DType::bf16;
+  return ShmAllReduce::supports(widened ? DType::f32 : dtype, op);
+}
+
 std::shared_ptr<Work> GlooProcessGroup::enqueue(std::string description,
-                                                std::function<void(uint32_t)> run) {
+                                                std::function<void(uint32_t)> run,
+                                                bool uses_shm) {
   auto work = std::make_shared<GlooWork>();
   {
     std::lock_guard lock(mutex_);
-    queue_.push_back(Task{std::move(description), std::move(run), work});
+    queue_.push_back(Task{std::move(description), std::move(run), work, uses_shm});
   }
   cv_.notify_one();
   return work;
@@ -332,7 +339,13 @@ void GlooProcessGroup::run_task(Task& task, uint64_t seq) {
     try {
       // Every Gloo call below, on this worker thread, ends here as a loom error; Gloo's own
       // event-loop thread never sees mismatched sizes (Note [Call check over Gloo]).
-      if (!debug_ && !shm_) mismatch = check_call_over_gloo(seq, task.description);
+      if (shm_) {
+        // Note [Call check over Gloo], shared-memory form.
+        if (task.uses_shm) shm_->set_call(seq, task.description);
+        else if (!debug_) shm_->check_call(seq, task.description);
+      } else if (!debug_) {
+        mismatch = check_call_over_gloo(seq, task.description);
+      }
       if (mismatch.empty()) task.run(uint32_t(seq));
     } catch (const ValueError&) {
       throw;
@@ -526,9 +539,10 @@ std::shared_ptr<Work> GlooProcessGroup::all_reduce_async(const Tensor& t, Reduce
                    "max or min");
   void* data = t.raw_data_ptr();  // materialise on the caller's thread
   t.storage()->bump_version();
-  return enqueue(describe("all_reduce", t, reduce_op_name(op)), [this, t, data, op](uint32_t tag) {
-    run_all_reduce(data, t.numel(), t.dtype(), op, tag);
-  });
+  return enqueue(
+      describe("all_reduce", t, reduce_op_name(op)),
+      [this, t, data, op](uint32_t tag) { run_all_reduce(data, t.numel(), t.dtype(), op, tag); },
+      reduces_in_shm(t.dtype(), op));
 }
 
 std::shared_ptr<Work> GlooProcessGroup::all_reduce_coalesced_async(
@@ -544,7 +558,8 @@ std::shared_ptr<Work> GlooProcessGroup::all_reduce_coalesced_async(
                  [this, output, parts, segments, out, op](uint32_t) {
                    shm_->run(segments.data(), segments.size(), out, output.numel(),
                              output.dtype(), op);
-                 });
+                 },
+                 /*uses_shm=*/true);
 }
 
 std::shared_ptr<Work> GlooProcessGroup::broadcast_async(const Tensor& t, int src) {
@@ -556,7 +571,8 @@ std::shared_ptr<Work> GlooProcessGroup::broadcast_async(const Tensor& t, int src
   return enqueue(describe("broadcast", t, "src=" + std::to_string(src)),
                  [this, t, data, src](uint32_t tag) {
                    run_broadcast(data, int64_t(t.nbytes()), src, tag);
-                 });
+                 },
+                 shm_ != nullptr);
 }
 
 std::shared_ptr<Work> GlooProcessGroup::all_gather_async(const Tensor& out, const Tensor& t) {
@@ -574,9 +590,10 @@ std::shared_ptr<Work> GlooProcessGroup::all_gather_async(const Tensor& out, cons
   const void* in = t.raw_data_ptr();
   void* dst = out.raw_data_ptr();
   out.storage()->bump_version();
-  return enqueue(describe("all_gather", t, ""), [this, t, out, in, dst](uint32_t tag) {
-    run_all_gather(dst, in, int64_t(t.nbytes()), tag);
-  });
+  return enqueue(
+      describe("all_gather", t, ""),
+      [this, t, out, in, dst](uint32_t tag) { run_all_gather(dst, in, int64_t(t.nbytes()), tag); },
+      shm_ != nullptr);
 }
 
 std::shared_ptr<Work> GlooProcessGroup::reduce_scatter_async(const Tensor& out,
@@ -602,7 +619,8 @@ std::shared_ptr<Work> GlooProcessGroup::reduce_scatter_async(const Tensor& out,
       describe("reduce_scatter", input, reduce_op_name(op)),
       [this, input, out, in, dst, op](uint32_t tag) {
         run_reduce_scatter(in, dst, out.numel(), input.dtype(), op, tag);
-      });
+      },
+      reduces_in_shm(input.dtype(), op));
 }
 
 void GlooProcessGroup::run_reduce_scatter(const void* in, void* out, int64_t block, DType dtype,

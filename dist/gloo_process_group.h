@@ -41,7 +41,11 @@
 // mismatch, a skipped or added collective) all throw before any data moves, naming rank 0's
 // call and the first differing rank's; the group stays usable. Without it, Gloo's event-loop
 // thread meets mismatched buffer sizes with an uncaught gloo::EnforceNotMet that terminates
-// the process. It costs one small all_gather (a round trip) per TCP collective.
+// the process. It costs one small all_gather (a round trip) per TCP collective. With shared
+// memory on, the same record goes into the shared segment instead (ShmAllReduce Note [Call
+// records]): a shared-memory collective compares the records at its first barrier, and a
+// collective that runs over Gloo is preceded by one shared-memory barrier that compares them,
+// so any mix of shared-memory and Gloo collectives fails at the first differing call.
 //
 // A peer dying mid-transfer must not kill this rank: the group's threads (Gloo's event loop,
 // the worker) start with SIGPIPE blocked, so writes to a closed socket fail with EPIPE and
@@ -135,9 +139,13 @@ class GlooProcessGroup : public ProcessGroup {
     std::string description;  // the fingerprint, e.g. "all_reduce(f32, [4, 4], sum)"
     std::function<void(uint32_t tag)> run;
     std::shared_ptr<GlooWork> work;
+    bool uses_shm = false;  // runs through shm_ (which then checks the call itself)
   };
 
-  std::shared_ptr<Work> enqueue(std::string description, std::function<void(uint32_t)> run);
+  std::shared_ptr<Work> enqueue(std::string description, std::function<void(uint32_t)> run,
+                                bool uses_shm = false);
+  // Whether an all_reduce (or reduce_scatter) of `dtype` with `op` runs through shm_.
+  bool reduces_in_shm(DType dtype, ReduceOp op) const;
   void worker_loop();
   void run_task(Task& task, uint64_t seq);
   // Note [Call check over Gloo]: exchanges this rank's call with every rank's through a

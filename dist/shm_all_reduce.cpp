@@ -157,7 +157,7 @@ struct ShmAllReduce::Control {
   std::atomic<uint32_t> sleepers;                        // ranks inside FUTEX_WAIT
 };
 
-// One cache line per rank, written only by that rank.
+// Cache lines of one rank, written only by that rank.
 struct alignas(kCacheLine) ShmAllReduce::PeerState {
   std::atomic<uint64_t> arrived;  // barriers entered, for the timeout message
   // The call in progress, indexed by call parity: a rank that finished call c may write
@@ -165,7 +165,9 @@ struct alignas(kCacheLine) ShmAllReduce::PeerState {
   struct Call {
     int64_t numel;
     uint8_t dtype;
-    uint32_t op;  // a ReduceOp, or kBroadcastOpBase + root
+    uint32_t op;   // a ReduceOp, or kBroadcastOpBase + root
+    uint64_t seq;  // the caller's sequence number of the call (set_call), 0 if none
+    char what[kCallTextBytes];  // the caller's description of the call, NUL-terminated
   } call[2];
   int32_t pid;
   uint64_t start_ticks;  // ProcessInfo::start_ticks of this rank, 0 if unknown
@@ -235,8 +237,8 @@ std::unique_ptr<ShmAllReduce> ShmAllReduce::try_create(int rank, int size, TCPSt
     if (why_not) *why_not = "a 1-rank group has nothing to reduce";
     return nullptr;
   }
-  static_assert(sizeof(Control) % kCacheLine == 0 && sizeof(PeerState) == kCacheLine,
-                "PeerStates follow Control, one cache line each");
+  static_assert(sizeof(Control) % kCacheLine == 0 && sizeof(PeerState) % kCacheLine == 0,
+                "PeerStates follow Control, each on cache lines of its own");
   const size_t bytes = segment_bytes(size);
   const std::string segment_key = key_prefix + "/segment";
   std::string reason;  // empty while this rank is fine
@@ -514,41 +516,92 @@ void ShmAllReduce::reduce_scatter_typed(const T* in, T* out, int64_t block, Redu
   }
 }
 
+void ShmAllReduce::set_call(uint64_t seq, const std::string& description) {
+  next_seq_ = seq;
+  next_what_ = description.substr(0, kCallTextBytes - 1);
+}
+
+void ShmAllReduce::check_call(uint64_t seq, const std::string& description) {
+  set_call(seq, description);
+  begin_call(0, DType::u8, uint32_t(kCheckOnlyOp));
+  barrier();
+  check_same_call();
+}
+
 void ShmAllReduce::begin_call(int64_t numel, DType dtype, uint32_t op) {
   PeerState::Call& mine = peer(rank_).call[calls_ & 1];
   ++calls_;
   mine.numel = numel;
   mine.dtype = uint8_t(dtype);
   mine.op = op;
+  mine.seq = next_seq_;
+  std::memset(mine.what, 0, sizeof mine.what);
+  std::memcpy(mine.what, next_what_.data(), next_what_.size());
+  // One description per call: a later call without set_call does not reuse it.
+  next_seq_ = 0;
+  next_what_.clear();
 }
+
+namespace {
+// What a call record says, for the mismatch message (the caller's description when it gave
+// one, else the record's fields).
+std::string call_str(int64_t numel, uint8_t dtype, uint32_t op, const char* what,
+                     int broadcast_base, int reduce_scatter_base, int all_gather_op) {
+  if (what[0] != '\0') return std::string(what);
+  std::ostringstream s;
+  if (op >= uint32_t(broadcast_base))
+    s << "broadcast of " << numel << " bytes from rank " << (op - uint32_t(broadcast_base));
+  else if (op >= uint32_t(reduce_scatter_base))
+    s << "reduce_scatter " << dtype_name(DType(dtype)) << " x " << numel << " per rank "
+      << reduce_op_name(ReduceOp(op - uint32_t(reduce_scatter_base)));
+  else if (op == uint32_t(all_gather_op))
+    s << "all_gather of " << numel << " bytes per rank";
+  else
+    s << "all_reduce " << dtype_name(DType(dtype)) << " x " << numel << " "
+      << reduce_op_name(ReduceOp(op));
+  return s.str();
+}
+}  // namespace
 
 void ShmAllReduce::check_same_call() const {
   // Note: call[parity] of every rank is stable here. A rank writes call[parity] again two
   // calls later, after barrier 1 of the next call, which needs this rank to get there.
   const int parity = int((calls_ - 1) & 1);
   const PeerState::Call& first = peer(0).call[parity];
-  bool same = true;
-  for (int r = 1; r < size_; ++r) {
-    const PeerState::Call& c = peer(r).call[parity];
-    same = same && c.numel == first.numel && c.dtype == first.dtype && c.op == first.op;
+  auto same_as_first = [&](const PeerState::Call& c) {
+    return c.numel == first.numel && c.dtype == first.dtype && c.op == first.op &&
+           c.seq == first.seq && std::strncmp(c.what, first.what, sizeof c.what) == 0;
+  };
+  int differing = -1;
+  for (int r = 1; r < size_ && differing < 0; ++r) {
+    if (!same_as_first(peer(r).call[parity])) differing = r;
   }
-  if (same) return;
+  if (differing < 0) return;
+  auto str = [&](const PeerState::Call& c) {
+    return call_str(c.numel, c.dtype, c.op, c.what, kBroadcastOpBase, kReduceScatterOpBase,
+                    kAllGatherOp);
+  };
   std::ostringstream msg;
-  msg << "shared-memory collectives: the ranks called different collectives:";
-  for (int r = 0; r < size_; ++r) {
-    const PeerState::Call& c = peer(r).call[parity];
-    msg << (r ? ";" : "") << " rank " << r << ": ";
-    if (c.op >= kBroadcastOpBase)
-      msg << "broadcast of " << c.numel << " bytes from rank " << (c.op - kBroadcastOpBase);
-    else if (c.op >= kReduceScatterOpBase)
-      msg << "reduce_scatter " << dtype_name(DType(c.dtype)) << " x " << c.numel << " per rank "
-          << reduce_op_name(ReduceOp(c.op - kReduceScatterOpBase));
-    else if (c.op == kAllGatherOp)
-      msg << "all_gather of " << c.numel << " bytes per rank";
-    else
-      msg << "all_reduce " << dtype_name(DType(c.dtype)) << " x " << c.numel << " "
-          << reduce_op_name(ReduceOp(c.op));
+  const PeerState::Call& mine = peer(rank_).call[parity];
+  if (mine.seq != 0) {
+    // Described calls (GlooProcessGroup): name rank 0's and the first differing rank's.
+    const PeerState::Call& other = peer(differing).call[parity];
+    msg << "shared-memory collectives: collective #" << mine.seq << " mismatch (seen from rank "
+        << rank_ << "): rank 0 called " << str(first);
+    if (first.seq != mine.seq) msg << " (its collective #" << first.seq << ")";
+    msg << " but rank " << differing << " called " << str(other);
+    if (other.seq != mine.seq) msg << " (its collective #" << other.seq << ")";
+    if (size_ > 2) {
+      msg << " (every rank:";
+      for (int r = 0; r < size_; ++r) msg << (r ? "; " : " ") << r << ": " << str(peer(r).call[parity]);
+      msg << ")";
+    }
+    msg << ". All ranks must issue the same collectives, with the same sizes, dtypes and ops, "
+           "in the same order (a rank may have skipped or added one)";
+    throw RuntimeError(msg.str());
   }
+  msg << "shared-memory collectives: the ranks called different collectives:";
+  for (int r = 0; r < size_; ++r) msg << (r ? ";" : "") << " rank " << r << ": " << str(peer(r).call[parity]);
   msg << ". Every rank must issue the same collectives with the same sizes, dtypes and ops";
   throw RuntimeError(msg.str());
 }

@@ -23,7 +23,7 @@
 //
 // Segment layout (S = size, B = kSlotBytes):
 //   Control            one cache line each for the barrier counter and the futex word
-//   PeerState[S]       one cache line per rank: barrier arrivals, current op, pid
+//   PeerState[S]       a few cache lines per rank: barrier arrivals, call records, pid
 //   slots[2][S][B]     two sets of per-rank slots, used alternately by successive chunks
 //
 // Algorithm, per chunk of at most B bytes (slot set k = chunk counter mod 2):
@@ -53,8 +53,9 @@
 // socket closes. A rank whose pid cannot be verified at setup (another pid namespace) is only
 // covered by the timeout. After a failure the barrier counts are out of step: the group is
 // broken, as after a Gloo failure. Ranks calling all_reduce with different numel, dtype or op
-// all throw at the first barrier, naming each rank's call (a cheap check, one cache line per
-// rank), and the group stays usable.
+// (or, with set_call, a different sequence number or description) all throw at the first
+// barrier, naming each rank's call (a cheap check, a few cache lines per rank), and the group
+// stays usable.
 #pragma once
 
 #include <chrono>
@@ -133,6 +134,18 @@ class ShmAllReduce {
   // this rank, nowhere else in it.
   void reduce_scatter(const void* in, void* out, int64_t block, DType dtype, ReduceOp op);
 
+  // Note [Call records]: what the caller is about to call, recorded with the next
+  // collective's call record: its sequence number in the caller's stream of collectives and
+  // its description (first kCallTextBytes - 1 bytes). The first barrier of a call compares
+  // every rank's record, so a rank that skipped or added a collective, or called another one,
+  // fails on every rank at that call, naming rank 0's call and the first differing rank's.
+  void set_call(uint64_t seq, const std::string& description);
+  // A call record and one barrier, nothing else: GlooProcessGroup runs it before each
+  // collective that goes over Gloo while shared memory is on, so every collective of the
+  // group, whichever transport runs it, is matched at its first differing call.
+  void check_call(uint64_t seq, const std::string& description);
+  static constexpr size_t kCallTextBytes = 96;
+
   int rank() const { return rank_; }
   int size() const { return size_; }
   // The segment's name, already unlinked once try_create returned.
@@ -144,6 +157,7 @@ class ShmAllReduce {
   static constexpr int kAllGatherOp = 8;
   static constexpr int kReduceScatterOpBase = 12;
   static constexpr int kBroadcastOpBase = 16;
+  static constexpr int kCheckOnlyOp = 9;  // check_call
   struct Control;
   struct PeerState;
   class Mapping;
@@ -180,6 +194,8 @@ class ShmAllReduce {
   uint64_t barriers_ = 0;      // barriers this rank has entered; PeerState::arrived mirrors it
   uint64_t chunks_ = 0;        // chunks run so far, across calls; its parity picks the slot set
   uint64_t calls_ = 0;         // run() calls with numel > 0; its parity picks PeerState::call
+  uint64_t next_seq_ = 0;      // set_call's, for the next begin_call
+  std::string next_what_;
   std::vector<bool> watched_;  // per rank: its pid was verified in /proc at setup
 };
 

@@ -172,5 +172,69 @@ TEST(DistFaults, DuplicateRankFailsAtOnceNamingBothProcesses) {
   EXPECT_EQ(errors[1], errors[2]);
 }
 
+// A training-like loop where rank 1 skips one collective: every rank fails at that very call
+// (not at a timeout, not steps later) with a message naming both ranks' calls, whether the
+// group runs over shared memory, over TCP, or in debug mode, and whether the skipped call is a
+// shared-memory all_reduce or a Gloo barrier.
+struct SkipCase {
+  std::optional<bool> shared_memory;
+  bool debug;
+  bool skip_barrier;  // else rank 1 skips the gradient all_reduce of step 2
+};
+
+void rank_skips_one_collective(const SkipCase& c) {
+  expect_all_passed(run_ranks(kWorld, [c](int rank, int port) {
+    auto pg = make_loopback_group(rank, kWorld, port, 5s, c.debug, c.shared_memory);
+    check(pg->shared_memory() == c.shared_memory.value_or(true), "unexpected transport");
+    const auto start = std::chrono::steady_clock::now();
+    std::string msg;
+    int step = 0;
+    try {
+      for (; step < 8; ++step) {
+        Tensor grad = full({8}, 1.0, DType::f32);
+        Tensor loss = full({1}, 2.0, DType::f32);
+        if (!(rank == 1 && step == 2 && !c.skip_barrier)) pg->all_reduce(grad);
+        if (c.skip_barrier) {
+          if (!(rank == 1 && step == 1)) pg->barrier();
+        } else {
+          pg->all_reduce(loss, ReduceOp::avg);
+        }
+      }
+    } catch (const RuntimeError& e) {
+      msg = e.what();
+    }
+    const double took = seconds_since(start);
+    check(!msg.empty(), "a skipped collective was not detected");
+    check(took < 2.0, "detected after " + std::to_string(took) + " s: " + msg);
+    // The call: step 2's gradient all_reduce (#5), or step 1's barrier (#4) against rank 1's
+    // step 2 all_reduce.
+    const std::string seq = c.skip_barrier ? "#4" : "#5";
+    check(step == (c.skip_barrier ? (rank == 0 ? 1 : 2) : 2),
+          "failed at step " + std::to_string(step) + ": " + msg);
+    const std::string first = c.skip_barrier ? "barrier()" : "all_reduce(f32, [8], sum)";
+    const std::string second =
+        c.skip_barrier ? "all_reduce(f32, [8], sum)" : "all_reduce(f32, [1], avg)";
+    check(has(msg, "collective " + seq + " mismatch") && has(msg, "rank 0 called " + first) &&
+              has(msg, "but rank 1 called " + second),
+          "unexpected message: " + msg);
+    finish(*pg);
+  }, 15s));
+}
+
+TEST(DistFaults, SkippedAllReduceOverSharedMemoryFailsAtThatCall) {
+  rank_skips_one_collective({std::nullopt, false, false});
+}
+TEST(DistFaults, SkippedBarrierAmongSharedMemoryCollectivesFailsAtThatCall) {
+  rank_skips_one_collective({std::nullopt, false, true});
+}
+TEST(DistFaults, SkippedCollectiveOverTcpFailsAtThatCall) {
+  rank_skips_one_collective({false, false, false});
+  rank_skips_one_collective({false, false, true});
+}
+TEST(DistFaults, DebugModeCatchesASkipInAnyMixOfTransports) {
+  rank_skips_one_collective({std::nullopt, true, false});
+  rank_skips_one_collective({std::nullopt, true, true});
+}
+
 }  // namespace
 }  // namespace loom::dist

@@ -412,7 +412,8 @@ TEST(ShmAllReduce, AllGatherAgainstReduceScatterFailsOnEveryRankNamingBoth) {
           else
             pg->reduce_scatter(zeros({8}, DType::f32), ReduceOp::sum);
         },
-        "rank 0: all_gather of 16 bytes per rank; rank 1: reduce_scatter f32 x 4 per rank sum",
+        "collective #1 mismatch (seen from rank " + std::to_string(rank) +
+            "): rank 0 called all_gather(f32, [4]) but rank 1 called reduce_scatter(f32, [8], sum)",
         "all_gather against reduce_scatter");
     finish(*pg);
   }));
@@ -485,7 +486,8 @@ TEST(ShmAllReduce, BroadcastAgainstAllReduceFailsOnEveryRankNamingBoth) {
           else
             pg->all_reduce(t, ReduceOp::max);
         },
-        "rank 0: broadcast of 16 bytes from rank 1; rank 1: all_reduce f32 x 4 max",
+        "collective #1 mismatch (seen from rank " + std::to_string(rank) +
+            "): rank 0 called broadcast(f32, [4], src=1) but rank 1 called all_reduce(f32, [4], max)",
         "broadcast against all_reduce");
     finish(*pg);
   }));
@@ -500,8 +502,9 @@ TEST(ShmAllReduce, MismatchedCallsFailOnEveryRankAndTheGroupRecovers) {
           Tensor t = zeros({rank == 0 ? 10 : 20}, DType::f32);
           pg->all_reduce(t, ReduceOp::sum);
         },
-        "the ranks called different collectives: rank 0: all_reduce f32 x 10 sum; rank 1: "
-        "all_reduce f32 x 20 sum",
+        "collective #1 mismatch (seen from rank " + std::to_string(rank) +
+            "): rank 0 called all_reduce(f32, [10], sum) but rank 1 called all_reduce(f32, [20], "
+            "sum)",
         "all_reduces of different sizes");
     Tensor t = full({3}, rank + 1.0, DType::f32);
     pg->all_reduce(t);
