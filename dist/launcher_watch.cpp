@@ -38,6 +38,7 @@ struct WatchState {
   Text term_prefix;   // "loom: rank 1: stopped by SIGTERM"
   Text parent_named;  // "rank 0 (train_mlp, pid 42)"
   Text error;         // the first collective failure, on one line
+  Text stopped_line;  // "loom: rank 1: rank 0 (train_mlp, pid 42), which started ... SIGCONT\n"
 };
 WatchState g_state;
 std::atomic<bool> g_watching{false};
@@ -94,6 +95,15 @@ struct LineBuffer {
     while (n > 0) add(&digits[--n], 1);
   }
 };
+
+// Whether /proc says `pid` is stopped by a signal (state 'T'; not 't', a tracing stop).
+bool stopped_state(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!in || !std::getline(in, line)) return false;
+  const size_t close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'T';
+}
 
 [[noreturn]] void report_death_and_exit() {
   if (!g_reported.exchange(true)) say(g_state.death_line.bytes, g_state.death_line.size);
@@ -170,6 +180,9 @@ void watch_parent(int rank, pid_t parent, const std::string& who) {
   g_state.parent_named.set(named);
   g_state.death_line.set(rank_prefix + named + ", which started this rank, died; stopping\n");
   g_state.term_prefix.set(rank_prefix + "stopped by SIGTERM");
+  g_state.stopped_line.set(rank_prefix + named +
+                           ", which started this rank, is stopped (SIGSTOP, Ctrl-Z) and this "
+                           "rank's collective failed; sending it SIGCONT so that the job can end\n");
   if (g_parent_stderr < 0)
     g_parent_stderr = ::open(("/proc/" + std::to_string(parent) + "/fd/2").c_str(),
                              O_WRONLY | O_APPEND | O_CLOEXEC | O_NONBLOCK);
@@ -209,6 +222,18 @@ void stop_if_launcher_died(const std::string& error, std::chrono::milliseconds w
     if (::getppid() != g_state.parent) report_death_and_exit();
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   } while (std::chrono::steady_clock::now() < until);
+  // Note [Stopped launcher]: a launcher stopped by SIGSTOP (or Ctrl-Z: Fabric's "ddp" rank 0
+  // is the terminal's job, its ranks are not) runs no code, so it can neither fail its own
+  // collective nor see its ranks exit (SIGCHLD waits until it runs), and the job would stay
+  // stopped for ever after every other rank timed out. The rank whose collective failed
+  // continues it, once: rank 0's own collective then fails at its passed deadline (or on the
+  // ranks already gone), and it stops the job as after any failure. A process stopped by a
+  // debugger (ptrace, state 't') is left alone.
+  static std::atomic<bool> continued{false};
+  if (stopped_state(g_state.parent) && !continued.exchange(true)) {
+    say(g_state.stopped_line.bytes, g_state.stopped_line.size);
+    ::kill(g_state.parent, SIGCONT);
+  }
 }
 
 }  // namespace loom::dist

@@ -4,7 +4,7 @@
 // PR_SET_PDEATHSIG = SIGKILL, so no rank outlives it; but a SIGKILL leaves no word, and the
 // ranks that survive a kill -9 of rank 0 or of loomrun just vanished. A loom rank therefore
 // calls watch_launcher() once it runs, and ddp_spawn's forked ranks watch_parent(); from then
-// on, exactly one of these lines is written to stderr before the rank ends:
+// on, exactly one of the first two lines is written to stderr before the rank ends:
 //
 //   loom: rank 1: rank 0 (train_mlp, pid 4242), which started this rank, died; stopping
 //       its parent died: the parent-death signal is now kParentDeathSignal, whose handler
@@ -16,6 +16,12 @@
 //       the launcher (or anyone) sent SIGTERM, e.g. loomrun stopping the job because another
 //       rank failed; the handler writes the line and re-raises SIGTERM with its default
 //       action, so the launcher still sees a rank it stopped.
+//
+//   loom: rank 1: rank 0 (train_mlp, pid 4242), which started this rank, is stopped (SIGSTOP,
+//       Ctrl-Z) and this rank's collective failed; sending it SIGCONT so that the job can end
+//       a stopped launcher runs no code: without the SIGCONT the job would stay stopped for
+//       ever after the other ranks timed out (Note [Stopped launcher] in launcher_watch.cpp).
+//       This line does not end the rank: its collective's error does.
 //
 // The line goes to the rank's stderr or, when that was a pipe to the launcher that just died
 // (loomrun prefixes its ranks' lines), to the launcher's own stderr, opened at watch time.

@@ -13,10 +13,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <thread>
 
 #include "dist/process_launcher.h"
+#include "fabric/ddp.h"
 #include "fabric/fabric.h"
 #include "tests/fabric/ddp_harness.h"
 
@@ -55,6 +57,22 @@ LOOM_DDP_SCENARIO(until_killed) {
   }
 }
 
+// Both ranks record their pid and parent, then run collectives (2 s timeout) until one fails,
+// and let the error end the rank (rank 0 then stops the job, as after any failure).
+LOOM_DDP_SCENARIO(until_failure) {
+  auto strategy = std::make_shared<DDPStrategy>(DDPOptions{.timeout = 2s});
+  Fabric fabric({.accelerator = "cpu", .strategy = strategy, .devices = 2});
+  fabric.launch();
+  int r = fabric.global_rank();
+  record(r, "pid", double(::getpid()));
+  record(r, "ppid", double(::getppid()));
+  auto until = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < until) {
+    fabric.all_reduce(1.0);
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
 bool exited(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
@@ -80,7 +98,7 @@ struct RunningJob {
   RunningJob(const std::vector<std::string>& command, dist::EnvMap env) {
     char tmpl[] = "/tmp/loom_ddp_stop_XXXXXX";
     dir = ::mkdtemp(tmpl);
-    env["LOOM_DDP_SCENARIO"] = "until_killed";
+    env.emplace("LOOM_DDP_SCENARIO", "until_killed");  // unless the test names another
     env["LOOM_DDP_DIR"] = dir;
     std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$@\" >>'" + dir + "/log' 2>&1", "sh"};
     argv.insert(argv.end(), command.begin(), command.end());
@@ -194,6 +212,31 @@ TEST(DdpStop, WhenRankZeroIsKilledUnderLoomrunTheOthersSayTheLauncherStoppedThem
                                   "(loomrun, pid " +
                                   std::to_string(launcher) + ")"));
   EXPECT_THAT(log, HasSubstr("rank 0 was killed by signal 9"));
+}
+
+// Rank 0 of a Fabric "ddp" launch stopped (SIGSTOP) runs nothing: rank 1 times out (2 s),
+// sends rank 0 SIGCONT with one line saying why (Note [Stopped launcher] in
+// dist/launcher_watch.cpp), and rank 0's own collective fails; the whole job ends.
+TEST(DdpStop, AStoppedRankZeroIsContinuedAndTheJobEnds) {
+  RunningJob job({self_exe(), "--gtest_filter=DdpChild.Run"},
+                 {{"LOOM_DDP_SCENARIO", "until_failure"}});
+  ASSERT_TRUE(job.started()) << job.log();
+  ASSERT_EQ(job.ppids[1], job.pids[0]) << "rank 0 started rank 1";
+  const auto start = std::chrono::steady_clock::now();
+  ::kill(job.pids[0], SIGSTOP);
+  EXPECT_TRUE(job.ranks_exit({0, 1}, 15s)) << "the job outlived a stopped rank 0\n" << job.log();
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(took, 10.0) << job.log();
+  std::string log = job.log();
+  EXPECT_THAT(lines_with(log, "loom: rank 1"),
+              ::testing::ElementsAre(
+                  "loom: rank 1: rank 0 (test_fabric, pid " + std::to_string(job.pids[0]) +
+                  "), which started this rank, is stopped (SIGSTOP, Ctrl-Z) and this rank's "
+                  "collective failed; sending it SIGCONT so that the job can end"))
+      << log;
+  EXPECT_THAT(log, HasSubstr("timeout 2000 ms")) << log;
+  std::cerr << "[ stopped rank 0: the job ended " << took << " s after SIGSTOP ]\n";
 }
 
 }  // namespace
