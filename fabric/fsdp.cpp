@@ -116,7 +116,7 @@ void FullyShardedModule::on_parameter_gradient(size_t u) {
   for (const fsdp::FlatParam& p : unit.params()) needed += p.param.requires_grad() ? 1 : 0;
   if (++grads_ready_[u] < needed) return;
   // The unit's backward is complete: its gradients are final and its parameters unneeded.
-  unit.reduce_gradients(*group_);
+  unit.reduce_gradients_async(*group_);  // waited for at the end of backward
   reduced_[u] = true;
   if (u != 0) unit.reshard();
 }
@@ -125,8 +125,10 @@ void FullyShardedModule::finalize_backward() {
   pending_backward_ = false;
   // Units the hooks did not reduce (some parameter got no gradient) are reduced now, in unit
   // order on every rank, so the collectives still match.
+  for (size_t u = 0; u < units_.size(); ++u)
+    if (sync_ && !reduced_[u]) units_[u]->reduce_gradients_async(*group_);
   for (size_t u = 0; u < units_.size(); ++u) {
-    if (sync_ && !reduced_[u]) units_[u]->reduce_gradients(*group_);
+    units_[u]->finish_reduce();
     units_[u]->reshard();
     grads_ready_[u] = 0;
     reduced_[u] = false;

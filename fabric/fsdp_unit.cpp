@@ -128,7 +128,8 @@ bool FlatUnit::has_parameter_gradients() const {
   return false;
 }
 
-void FlatUnit::reduce_gradients(dist::ProcessGroup& group) {
+void FlatUnit::reduce_gradients_async(dist::ProcessGroup& group) {
+  finish_reduce();  // one in flight per unit at a time
   NoGradGuard no_grad;
   // Flat gradient in the reduce dtype; padding and missing gradients are zeros.
   Tensor flat = zeros({padded_}, reduce_);
@@ -138,7 +139,18 @@ void FlatUnit::reduce_gradients(dist::ProcessGroup& group) {
     native::copy_(native::view(flat_span(flat, p.offset, p.numel), p.shape), g);
     p.param.set_grad(Tensor());
   }
-  Tensor mine = group.reduce_scatter(flat, dist::ReduceOp::avg);  // (S,): this rank's block
+  reduce_input_ = flat;
+  reduce_output_ = empty({shard_numel()}, reduce_);  // this rank's block
+  reduce_work_ = group.reduce_scatter_async(reduce_output_, reduce_input_, dist::ReduceOp::avg);
+}
+
+void FlatUnit::finish_reduce() {
+  if (!reduce_work_) return;
+  reduce_work_->wait();
+  reduce_work_.reset();
+  NoGradGuard no_grad;
+  Tensor mine = reduce_output_;
+  reduce_input_ = reduce_output_ = Tensor();
   if (mine.dtype() != master_) mine = native::to(mine, Device::cpu(), master_);
   Tensor g = shard_.grad();
   if (g.defined()) {

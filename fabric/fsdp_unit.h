@@ -82,9 +82,11 @@ class FlatUnit {
   // Frees full; the parameters refuse data access until the next gather.
   void reshard();
 
-  // Reduce-scatters the parameters' gradients (a missing one counts as zero) averaged over the
-  // ranks into the shard's gradient (accumulating onto one already there), then drops them.
-  void reduce_gradients(dist::ProcessGroup& group);
+  // Starts the reduce-scatter of the parameters' gradients (a missing one counts as zero),
+  // averaged over the ranks, and drops them; finish_reduce() waits for it and adds the result
+  // to the shard's gradient (or sets it). The collective runs while backward goes on.
+  void reduce_gradients_async(dist::ProcessGroup& group);
+  void finish_reduce();
   bool has_parameter_gradients() const;
 
  private:
@@ -98,6 +100,8 @@ class FlatUnit {
   Tensor full_flat_;    // (padded,) compute dtype, over full_
   Tensor gather_input_;  // the shard in the compute dtype while a gather is in flight
   std::shared_ptr<dist::Work> gather_work_;
+  Tensor reduce_input_, reduce_output_;  // flat gradient and this rank's block, in flight
+  std::shared_ptr<dist::Work> reduce_work_;
   uint64_t version_before_gather_ = 0;
   ShardState state_ = ShardState::sharded;
 };
