@@ -24,3 +24,9 @@ for preset in ${LOOM_PRESETS:-ci asan}; do
   cmake --build --preset "$preset"
   ctest --preset "$preset" -j "$(nproc)"
 done
+
+# The checkpoint fuzzers under ASan + UBSan (tools/fuzz.sh), each for a bounded time.
+if [ "${LOOM_FUZZ_SECONDS:-30}" != 0 ]; then
+  echo "== loom: fuzz, ${LOOM_FUZZ_SECONDS:-30} s per target"
+  bash tools/fuzz.sh "${LOOM_FUZZ_SECONDS:-30}"
+fi
