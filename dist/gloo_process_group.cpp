@@ -231,6 +231,7 @@ GlooProcessGroup::GlooProcessGroup(int rank, int size, std::shared_ptr<TCPStore>
       size_(size),
       store_(std::move(store)),
       group_name_(std::move(options.group_name)),
+      address_(options.hostname),
       debug_(options.debug.value_or(debug_collectives_from_env())) {
   LOOM_VALUE_CHECK(size_ >= 1, "GlooProcessGroup: size must be >= 1, got ", size_);
   LOOM_VALUE_CHECK(rank_ >= 0 && rank_ < size_, "GlooProcessGroup: rank ", rank_,

@@ -85,7 +85,8 @@ struct GlooOptions {
   // Separates groups that share one store; every rank of a group must pass the same name.
   std::string group_name = "default";
   // Address peers use to reach this rank's Gloo device; empty: this host's name as resolved by
-  // Gloo (needs a resolvable hostname on multi-node jobs). "127.0.0.1" for single-node jobs.
+  // Gloo (needs a resolvable hostname on multi-node jobs). "127.0.0.1" for single-node jobs;
+  // init_process_group passes dist::advertised_address() (init.h).
   std::string hostname = "127.0.0.1";
   // Note [Debug collectives]; unset: LOOM_DEBUG_COLLECTIVES=1 in the environment turns it on.
   std::optional<bool> debug;
@@ -119,6 +120,8 @@ class GlooProcessGroup : public ProcessGroup {
   // Whether the collectives go through shared memory (same host, see the header comment).
   bool shared_memory() const { return shm_ != nullptr; }
   const std::string& group_name() const { return group_name_; }
+  // GlooOptions::hostname: the address this rank advertised to its peers.
+  const std::string& address() const { return address_; }
   const std::shared_ptr<TCPStore>& store() const { return store_; }
 
   std::shared_ptr<Work> all_reduce_async(const Tensor& t, ReduceOp op) override;
@@ -172,6 +175,7 @@ class GlooProcessGroup : public ProcessGroup {
   int size_;
   std::shared_ptr<TCPStore> store_;
   std::string group_name_;
+  std::string address_;
   bool debug_;
   std::shared_ptr<gloo::Context> context_;
   std::unique_ptr<ShmAllReduce> shm_;  // null: every all_reduce goes through Gloo

@@ -1,14 +1,17 @@
 // init_process_group: store rendezvous then the backend's group; see init.h.
 #include "dist/init.h"
 
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "dist/gloo_process_group.h"
+#include "dist/socket.h"
 #include "tensor/error.h"
 
 namespace loom::dist {
@@ -40,6 +43,33 @@ std::string this_process() {
 }
 
 }  // namespace
+
+std::string advertised_address(const std::string& master_addr) {
+  const char* addr = std::getenv(kSocketAddrVariable);
+  if (addr != nullptr && *addr != '\0') {
+    in_addr parsed{};
+    LOOM_VALUE_CHECK(::inet_pton(AF_INET, addr, &parsed) == 1, kSocketAddrVariable, "='", addr,
+                     "' is not an IPv4 address (e.g. 10.0.0.2)");
+    return addr;
+  }
+  const char* ifname = std::getenv(kSocketIfnameVariable);
+  if (ifname != nullptr && *ifname != '\0') {
+    try {
+      return interface_address(ifname);
+    } catch (const ValueError& e) {
+      throw ValueError(detail::concat(kSocketIfnameVariable, ": ", e.what()));
+    }
+  }
+  if (is_loopback(master_addr)) return "127.0.0.1";
+  try {
+    return local_address_toward(master_addr);
+  } catch (const RuntimeError& e) {
+    throw RuntimeError(detail::concat(
+        "init_process_group: cannot choose the address to advertise to the other ranks (",
+        e.what(), "); set ", kSocketAddrVariable, "=<this host's IP> or ", kSocketIfnameVariable,
+        "=<interface>"));
+  }
+}
 
 void register_rank(TCPStore& store, int rank, int world_size, std::chrono::milliseconds timeout) {
   const std::string base = "init/rank/";
@@ -105,9 +135,8 @@ std::shared_ptr<ProcessGroup> init_process_group(const ProcessGroupOptions& opti
   gloo.timeout = options.timeout;
   gloo.debug = options.debug;
   gloo.shared_memory = options.shared_memory;
-  gloo.hostname = !options.hostname.empty()           ? options.hostname
-                  : is_loopback(options.master_addr) ? std::string("127.0.0.1")
-                                                     : std::string();
+  gloo.hostname =
+      !options.hostname.empty() ? options.hostname : advertised_address(options.master_addr);
   return std::make_shared<GlooProcessGroup>(options.rank, options.world_size, std::move(store),
                                             gloo);
 }

@@ -43,12 +43,27 @@ struct ProcessGroupOptions {
   std::optional<bool> debug;
   // GlooOptions::shared_memory (same-host all_reduce fast path); unset: LOOM_SHM decides.
   std::optional<bool> shared_memory;
-  // Address peers use to reach this rank's Gloo device; empty: 127.0.0.1 when master_addr is
-  // a loopback address (single-node jobs), else this host's name as resolved by Gloo.
+  // Address peers use to reach this rank's Gloo device; empty: advertised_address().
   std::string hostname;
 };
 
 std::shared_ptr<ProcessGroup> init_process_group(const ProcessGroupOptions& options);
+
+// Run-time switches: the address of this rank that the others connect to (Gloo's device).
+inline constexpr char kSocketAddrVariable[] = "LOOM_SOCKET_ADDR";
+inline constexpr char kSocketIfnameVariable[] = "LOOM_SOCKET_IFNAME";
+
+// The address this rank advertises to its peers, first that applies:
+//   LOOM_SOCKET_ADDR=<IPv4 address>    that address (ValueError if it is not one);
+//   LOOM_SOCKET_IFNAME=<interface>     that interface's IPv4 address (ValueError if none);
+//   a loopback master_addr             127.0.0.1 (a single-node job);
+//   otherwise                          the local address that routes to master_addr (a UDP
+//                                      socket connected there, read with getsockname).
+// The last replaces this host's name as resolved by Gloo, which on many systems is
+// 127.0.0.1 or 127.0.1.1 (/etc/hosts), so that every rank of a multi-node job advertised a
+// loopback address its peers on other nodes cannot reach. loomrun --socket-ifname and
+// --socket-addr set the variables for the ranks it starts.
+std::string advertised_address(const std::string& master_addr);
 
 // Note [Rank claims]; COLLECTIVE over the store's world_size ranks. Throws RuntimeError naming
 // both processes when `rank` is claimed twice, or the ranks never registered by `timeout`.

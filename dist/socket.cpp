@@ -3,11 +3,13 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -217,6 +219,44 @@ bool write_all(int fd, const char* data, std::size_t n) {
     n -= static_cast<std::size_t>(written);
   }
   return true;
+}
+
+std::string interface_address(const std::string& ifname) {
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0)
+    throw RuntimeError("getifaddrs failed: " + errno_text(errno));
+  std::string found, available;
+  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
+    char text[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(a->ifa_addr)->sin_addr, text,
+                sizeof text);
+    if (found.empty() && ifname == a->ifa_name) found = text;
+    available += std::string(available.empty() ? "" : ", ") + a->ifa_name + " (" + text + ")";
+  }
+  ::freeifaddrs(list);
+  LOOM_VALUE_CHECK(!found.empty(), "network interface '", ifname,
+                   "' has no IPv4 address on this host; interfaces with one: ",
+                   available.empty() ? std::string("none") : available);
+  return found;
+}
+
+std::string local_address_toward(const std::string& host) {
+  sockaddr_in remote{};
+  std::string error;
+  if (!resolve_ipv4(host, 9, remote, error))  // any port: nothing is sent
+    throw RuntimeError("cannot resolve '" + host + "': " + error);
+  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) throw RuntimeError("socket(): " + errno_text(errno));
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&remote), sizeof remote) != 0)
+    throw RuntimeError("no route from this host to '" + host + "': " + errno_text(errno));
+  sockaddr_in local{};
+  socklen_t len = sizeof local;
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &len) != 0)
+    throw RuntimeError("getsockname(): " + errno_text(errno));
+  char text[INET_ADDRSTRLEN] = {};
+  ::inet_ntop(AF_INET, &local.sin_addr, text, sizeof text);
+  return text;
 }
 
 }  // namespace loom::dist

@@ -49,6 +49,16 @@ IoStatus recv_exact(int fd, void* data, std::size_t n, Deadline deadline);
 // used (the usual race of this technique); callers that can bind port 0 directly should.
 int find_free_port();
 
+// The IPv4 address of this host's network interface `ifname` (e.g. "eth0"). Throws
+// loom::ValueError naming the interfaces that have one when it has none.
+std::string interface_address(const std::string& ifname);
+
+// The local IPv4 address the kernel would send from to reach `host` (resolved as for
+// connect_tcp): a UDP socket is connected to it, which only picks a route and sends nothing,
+// and getsockname reads the source address. Throws loom::RuntimeError when `host` does not
+// resolve or no route leads there.
+std::string local_address_toward(const std::string& host);
+
 // Writes all bytes to a blocking descriptor (pipe, file, terminal), retrying on EINTR and
 // short writes. Returns false on any other error (e.g. the reader went away).
 bool write_all(int fd, const char* data, std::size_t n);

@@ -13,6 +13,7 @@
 #include <iostream>
 
 #include "dist/cluster_environment.h"
+#include "dist/init.h"
 #include "dist/process_launcher.h"
 #include "dist/socket.h"
 #include "tensor/error.h"
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   int master_port = 0;
   double grace_seconds = 5.0;
   bool no_prefix = false;
+  std::string socket_ifname, socket_addr;
   app.add_option("--nproc-per-node,--nproc_per_node", nproc_per_node,
                  "processes (ranks) to start on this node")
       ->required()
@@ -45,6 +47,12 @@ int main(int argc, char** argv) {
                  "seconds between SIGTERM and SIGKILL when stopping the ranks")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-prefix", no_prefix, "do not prefix output lines with [rank R]");
+  app.add_option("--socket-ifname,--socket_ifname", socket_ifname,
+                 "network interface whose IPv4 address the ranks advertise to each other "
+                 "(sets LOOM_SOCKET_IFNAME); default: the address that routes to --master-addr");
+  app.add_option("--socket-addr,--socket_addr", socket_addr,
+                 "IPv4 address of this node that the ranks advertise to each other (sets "
+                 "LOOM_SOCKET_ADDR; wins over --socket-ifname)");
   app.footer("Positional: program [args...]: the program each rank runs, with its arguments.");
   CLI11_PARSE(app, argc, argv);
 
@@ -64,6 +72,8 @@ int main(int argc, char** argv) {
     for (int local_rank = 0; local_rank < nproc_per_node; ++local_rank) {
       RankLayout layout{nproc_per_node, nnodes, node_rank, local_rank, master_addr, master_port};
       EnvMap vars = loomrun_variables(layout);
+      if (!socket_ifname.empty()) vars[kSocketIfnameVariable] = socket_ifname;
+      if (!socket_addr.empty()) vars[kSocketAddrVariable] = socket_addr;
       launcher.spawn(ProcessSpec{std::stoi(vars.at("RANK")), command, vars});
     }
     LaunchResult result = launcher.wait();
