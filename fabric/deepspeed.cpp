@@ -146,7 +146,8 @@ void DeepSpeedStrategy::module_to_device(nn::Module& module) {
 std::shared_ptr<nn::Module> DeepSpeedStrategy::setup_module(std::shared_ptr<nn::Module> module) {
   if (ds_.stage == 3) return FSDPStrategy::setup_module(std::move(module));
   const auto& group = process_group();
-  if (!group) throw RuntimeError("deepspeed: the process group is not set up; call fabric.launch() first");
+  if (!group)
+    throw RuntimeError("deepspeed: the process group is not set up; call fabric.launch() first");
   broadcast_from_rank0(*module);
   auto named = module->named_parameters();
   ZeroPartitionOptions po{.stage = ds_.stage,
@@ -156,22 +157,25 @@ std::shared_ptr<nn::Module> DeepSpeedStrategy::setup_module(std::shared_ptr<nn::
   auto partition = std::make_shared<ZeroPartition>(named.values(), named.keys(), group, po);
   std::shared_ptr<Reducer> reducer;
   if (ds_.stage == 1)
-    reducer = std::make_shared<Reducer>(named.values(), named.keys(), group, po.bucket_bytes,
-                                        ds_.find_unused_parameters, /*gradient_as_bucket_view=*/true);
+    reducer =
+        std::make_shared<Reducer>(named.values(), named.keys(), group, po.bucket_bytes,
+                                  ds_.find_unused_parameters, /*gradient_as_bucket_view=*/true);
   auto wrapped = std::make_shared<ZeroDataParallel>(module, partition, reducer);
   std::erase_if(modules_, [](const auto& w) { return w.expired(); });
   modules_.push_back(wrapped);
   return wrapped;
 }
 
-std::shared_ptr<optim::Optimizer> DeepSpeedStrategy::setup_optimizer(std::shared_ptr<optim::Optimizer> opt) {
+std::shared_ptr<optim::Optimizer> DeepSpeedStrategy::setup_optimizer(
+    std::shared_ptr<optim::Optimizer> opt) {
   if (ds_.stage == 3) return opt;  // built over the shards: it steps 1/W of the model as it is
   std::vector<std::shared_ptr<ZeroPartition>> partitions;
   for (const auto& weak : modules_)
     if (auto m = weak.lock()) partitions.push_back(m->partition_ptr());
   if (partitions.empty())
-    throw RuntimeError("deepspeed: no module is set up; call fabric.setup(model, optimizer) or "
-                       "fabric.setup_module(model) before fabric.setup_optimizers(optimizer)");
+    throw RuntimeError(
+        "deepspeed: no module is set up; call fabric.setup(model, optimizer) or "
+        "fabric.setup_module(model) before fabric.setup_optimizers(optimizer)");
   auto zero = std::make_shared<ZeroOptimizer>(std::move(opt), std::move(partitions));
   std::erase_if(optimizers_, [](const auto& w) { return w.expired(); });
   optimizers_.push_back(zero);
@@ -199,7 +203,8 @@ void DeepSpeedStrategy::backward(const Tensor& loss) {
 ScopeStack DeepSpeedStrategy::no_backward_sync(nn::Module& module) {
   if (ds_.stage == 3) return FSDPStrategy::no_backward_sync(module);
   auto* z = unwrap<ZeroDataParallel>(&module);
-  if (!z) throw ValueError("no_backward_sync: the module was not set up with the deepspeed strategy");
+  if (!z)
+    throw ValueError("no_backward_sync: the module was not set up with the deepspeed strategy");
   ScopeStack s;
   if (z->reducer())
     s.push<SyncOffGuard<Reducer>>(z->reducer());
@@ -273,7 +278,8 @@ std::shared_ptr<DeepSpeedStrategy> make_deepspeed_strategy(const std::string& na
   };
   auto it = known.find(name);
   if (it == known.end())
-    throw ValueError("unknown strategy '" + name + "'; the deepspeed strategies are deepspeed "
+    throw ValueError("unknown strategy '" + name +
+                     "'; the deepspeed strategies are deepspeed "
                      "(stage 2), deepspeed_stage_1, deepspeed_stage_2, deepspeed_stage_2_offload, "
                      "deepspeed_stage_3, deepspeed_stage_3_offload");
   return std::make_shared<DeepSpeedStrategy>(it->second);

@@ -20,6 +20,11 @@
 // moved as on one device). Fabric steps the optimizer that setup_optimizer() returns, a
 // ZeroOptimizer around the user's (stage 3: the user's own, over the shards).
 //
+// Zeroing gradients: call zero_grad() on the optimizer setup() returned (or on the module).
+// Under stages 1 and 2 the user's own optimizer object holds this rank's pieces, so its own
+// zero_grad() clears only the pieces' views, not the parameters' gradients, and the next
+// backward would add to stale ones.
+//
 // Checkpoints (Fabric::save / load): every rank takes part in gathering each ZeRO optimizer's
 // full state (ZeroOptimizer::full_state_dict), and rank 0 writes one file in the layout one
 // process writes. Every rank reads that file and keeps its own ranges, so a checkpoint loads
@@ -120,7 +125,8 @@ class DeepSpeedStrategy : public FSDPStrategy {
   void broadcast_from_rank0(nn::Module& module);
   // The ZeroOptimizer behind `opt`: opt itself, a FabricOptimizer around it, or the user's
   // optimizer it wraps; null for any other.
-  std::shared_ptr<ZeroOptimizer> zero_optimizer_of(const std::shared_ptr<optim::Optimizer>& opt) const;
+  std::shared_ptr<ZeroOptimizer> zero_optimizer_of(
+      const std::shared_ptr<optim::Optimizer>& opt) const;
 
   DeepSpeedOptions ds_;
   std::vector<std::weak_ptr<ZeroDataParallel>> modules_;

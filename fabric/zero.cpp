@@ -24,7 +24,8 @@ Tensor flat_of(const Tensor& t) {
 }
 
 // The sorted union of every rank's names (a collective).
-std::vector<std::string> all_gather_names(dist::ProcessGroup& group, const std::set<std::string>& mine) {
+std::vector<std::string> all_gather_names(dist::ProcessGroup& group,
+                                          const std::set<std::string>& mine) {
   std::string joined;
   for (const std::string& n : mine) joined += n + '\n';
   Tensor len = native::empty({1}, DType::i64, Device::cpu());
@@ -40,7 +41,8 @@ std::vector<std::string> all_gather_names(dist::ProcessGroup& group, const std::
     const auto* data = static_cast<const char*>(every.raw_data_ptr());
     for (size_t r = 0; r < lens.size(); ++r) {
       std::string text(data + r * size_t(longest), size_t(lens[r]));
-      for (size_t begin = 0, end; (end = text.find('\n', begin)) != std::string::npos; begin = end + 1)
+      for (size_t begin = 0, end; (end = text.find('\n', begin)) != std::string::npos;
+           begin = end + 1)
         all.insert(text.substr(begin, end - begin));
     }
   }
@@ -52,11 +54,13 @@ std::vector<std::string> all_gather_names(dist::ProcessGroup& group, const std::
 // ---- ZeroPartition ----
 
 ZeroPartition::ZeroPartition(std::vector<Tensor> params, std::vector<std::string> names,
-                             std::shared_ptr<dist::ProcessGroup> group, ZeroPartitionOptions options)
+                             std::shared_ptr<dist::ProcessGroup> group,
+                             ZeroPartitionOptions options)
     : group_(std::move(group)), options_(options) {
   if (!group_) throw RuntimeError("deepspeed: no process group; call fabric.launch() first");
   if (options_.stage != 1 && options_.stage != 2)
-    throw ValueError(detail::concat("deepspeed: a ZeRO partition serves stages 1 and 2, not ", options_.stage));
+    throw ValueError(
+        detail::concat("deepspeed: a ZeRO partition serves stages 1 and 2, not ", options_.stage));
   if (options_.bucket_bytes <= 0 || options_.allgather_bytes <= 0)
     throw ValueError("deepspeed: bucket sizes must be positive (bytes); the defaults are 25 MiB");
   world_ = group_->size();
@@ -106,8 +110,9 @@ ZeroPartition::ZeroPartition(std::vector<Tensor> params, std::vector<std::string
   for (size_t k = 0; k < params_.size(); ++k) {
     const Bucket& b = buckets_[where_[k].first];
     const Slot& s = slot(k);
-    Tensor piece = s.owned() ? range(b.shard_params, s.shard_offset, s.shard_offset + s.hi - s.lo).detach()
-                             : native::empty({0}, b.dtype, b.device);
+    Tensor piece =
+        s.owned() ? range(b.shard_params, s.shard_offset, s.shard_offset + s.hi - s.lo).detach()
+                  : native::empty({0}, b.dtype, b.device);
     piece.requires_grad_(true);
     pieces_[k] = piece;
     by_impl_.emplace_back(params_[k].impl(), k);
@@ -115,8 +120,8 @@ ZeroPartition::ZeroPartition(std::vector<Tensor> params, std::vector<std::string
   std::sort(by_impl_.begin(), by_impl_.end());
   if (options_.stage == 2)
     for (size_t k = 0; k < params_.size(); ++k)
-      hook_ids_.push_back(params_[k].register_post_accumulate_grad_hook(
-          [this, k](Tensor&) { mark_ready(k); }));
+      hook_ids_.push_back(
+          params_[k].register_post_accumulate_grad_hook([this, k](Tensor&) { mark_ready(k); }));
   reset_readiness();
 }
 
@@ -320,11 +325,13 @@ void ZeroPartition::finalize() {
       in_flight_.clear();
       reset_readiness();
       std::string list;
-      for (size_t i = 0; i < unused.size() && i < 10; ++i) list += (i ? ", " : "") + names_[unused[i]];
+      for (size_t i = 0; i < unused.size() && i < 10; ++i)
+        list += (i ? ", " : "") + names_[unused[i]];
       if (unused.size() > 10) list += ", ...";
       throw RuntimeError(detail::concat(
-          "deepspeed: ", unused.size(), " parameter(s) received no gradient in this backward: ",
-          list, ". Every rank must reduce every parameter; construct the deepspeed strategy with "
+          "deepspeed: ", unused.size(),
+          " parameter(s) received no gradient in this backward: ", list,
+          ". Every rank must reduce every parameter; construct the deepspeed strategy with "
           "find_unused_parameters=true, or make sure the loss depends on all parameters"));
     }
     for (size_t k : unused) {
@@ -408,7 +415,8 @@ void ZeroOptimizer::step() {
   for (size_t j = 0; j < partitions_.size(); ++j) partitions_[j]->load_shards(buckets_used_[j]);
   for (const Binding& b : bindings_) b.partition->bind_piece_grad(b.k);
   inner_->step();
-  for (size_t j = 0; j < partitions_.size(); ++j) partitions_[j]->gather_parameters(buckets_used_[j]);
+  for (size_t j = 0; j < partitions_.size(); ++j)
+    partitions_[j]->gather_parameters(buckets_used_[j]);
 }
 
 void ZeroOptimizer::zero_grad(bool set_to_none) {
@@ -426,15 +434,18 @@ void ZeroOptimizer::zero_grad(bool set_to_none) {
 }
 
 void ZeroOptimizer::add_param_group(optim::ParamGroup) {
-  throw ValueError("deepspeed: add_param_group after setup is not supported (the partition of "
-                   "the parameters is fixed at setup); add every group to the optimizer before "
-                   "fabric.setup()");
+  throw ValueError(
+      "deepspeed: add_param_group after setup is not supported (the partition of "
+      "the parameters is fixed at setup); add every group to the optimizer before "
+      "fabric.setup()");
 }
 
-int64_t ZeroOptimizer::replace_parameters(const std::unordered_map<TensorImpl*, Tensor>& old_to_new) {
+int64_t ZeroOptimizer::replace_parameters(
+    const std::unordered_map<TensorImpl*, Tensor>& old_to_new) {
   if (old_to_new.empty()) return 0;
-  throw ValueError("deepspeed: replace_parameters after setup is not supported (the optimizer "
-                   "steps this rank's partition of the parameters it was set up with)");
+  throw ValueError(
+      "deepspeed: replace_parameters after setup is not supported (the optimizer "
+      "steps this rank's partition of the parameters it was set up with)");
 }
 
 const optim::ParamState* ZeroOptimizer::state(const Tensor& param) const {
@@ -477,7 +488,8 @@ optim::OptimizerStateDict ZeroOptimizer::to_local(const optim::OptimizerStateDic
         throw ValueError(detail::concat(
             inner_->name(), ": state '", key, "' of parameter ", index, " has shape ",
             shape_str(buf.sizes()), "; expected the parameter's shape ", shape_str(p.sizes()),
-            " (the full state a checkpoint holds) or this rank's partition of it, [", hi - lo, "]"));
+            " (the full state a checkpoint holds) or this rank's partition of it, [", hi - lo,
+            "]"));
       }
     }
     out.state.emplace(index, std::move(st));
@@ -489,7 +501,8 @@ void ZeroOptimizer::load_state_dict(const optim::OptimizerStateDict& dict) {
   inner_->load_state_dict(to_local(dict));
 }
 
-void ZeroOptimizer::check_state_dict(const optim::OptimizerStateDict& dict, bool exact_dtypes) const {
+void ZeroOptimizer::check_state_dict(const optim::OptimizerStateDict& dict,
+                                     bool exact_dtypes) const {
   inner_->check_state_dict(to_local(dict), exact_dtypes);
 }
 
@@ -523,7 +536,8 @@ optim::OptimizerStateDict ZeroOptimizer::full_state_dict() const {
     if (index < 0 || size_t(index) >= count) continue;
     m[index * cols] = double(st.step);
     for (const auto& [key, buf] : st.buffers)
-      m[index * cols + 1 + (std::lower_bound(names.begin(), names.end(), key) - names.begin())] = 1.0;
+      m[index * cols + 1 + (std::lower_bound(names.begin(), names.end(), key) - names.begin())] =
+          1.0;
   }
   group.all_reduce(meta, dist::ReduceOp::max);
   m = meta.data_ptr<double>();
@@ -553,7 +567,8 @@ optim::OptimizerStateDict ZeroOptimizer::full_state_dict() const {
           auto buf = st->second.buffers.find(names[t]);
           if (buf == st->second.buffers.end() || part.owned_end(k) == part.owned_begin(k)) continue;
           const int64_t at = part.shard_offset(k);
-          native::copy_(range(shard, at, at + part.owned_end(k) - part.owned_begin(k)), flat_of(buf->second));
+          native::copy_(range(shard, at, at + part.owned_end(k) - part.owned_begin(k)),
+                        flat_of(buf->second));
         }
         Tensor flat = part.all_gather_bucket(b, shard);
         for (size_t i : here) {

@@ -139,9 +139,9 @@ class ZeroPartition {
  private:
   struct Slot {
     size_t param;
-    int64_t offset;        // of the parameter in the bucket's flat layout
+    int64_t offset;  // of the parameter in the bucket's flat layout
     int64_t numel;
-    int64_t lo = 0, hi = 0;  // owned range of the parameter's flat elements
+    int64_t lo = 0, hi = 0;    // owned range of the parameter's flat elements
     int64_t shard_offset = 0;  // where element lo sits in this rank's shard
     bool owned() const { return hi > lo; }
   };
@@ -153,9 +153,9 @@ class ZeroPartition {
     Tensor shard_params;  // (shard,) this rank's slice of the parameters
     // stage 2
     size_t pending = 0;
-    Tensor flat;      // padded gradients in flight
-    Tensor reduced;   // (shard,) the reduce-scatter's output
-    Tensor partition_grad;  // (shard,) the averaged gradient of the shard, presented as .grad
+    Tensor flat;               // padded gradients in flight
+    Tensor reduced;            // (shard,) the reduce-scatter's output
+    Tensor partition_grad;     // (shard,) the averaged gradient of the shard, presented as .grad
     bool stash_valid = false;  // partition_grad holds a stash the next finalize adds to
     bool presented = false;
     std::shared_ptr<dist::Work> work;
@@ -173,7 +173,7 @@ class ZeroPartition {
   ZeroPartitionOptions options_;
   int world_ = 1, rank_ = 0;
   std::vector<Bucket> buckets_;
-  std::vector<std::pair<size_t, size_t>> where_;  // param -> (bucket, slot)
+  std::vector<std::pair<size_t, size_t>> where_;               // param -> (bucket, slot)
   std::vector<std::pair<const TensorImpl*, size_t>> by_impl_;  // sorted, for index_of
   std::vector<int> hook_ids_;
   std::vector<bool> ready_;
@@ -208,7 +208,8 @@ class ZeroOptimizer : public optim::Optimizer {
   const optim::ParamState* state(const Tensor& param) const override;
   optim::OptimizerStateDict state_dict() const override { return inner_->state_dict(); }
   void load_state_dict(const optim::OptimizerStateDict& dict) override;
-  void check_state_dict(const optim::OptimizerStateDict& dict, bool exact_dtypes = false) const override;
+  void check_state_dict(const optim::OptimizerStateDict& dict,
+                        bool exact_dtypes = false) const override;
   optim::StateBuffers state_buffers(const optim::HyperParams& options) const override {
     return inner_->state_buffers(options);
   }
@@ -230,7 +231,7 @@ class ZeroOptimizer : public optim::Optimizer {
  private:
   struct Binding {
     ZeroPartition* partition;
-    size_t k;  // parameter index in the partition
+    size_t k;      // parameter index in the partition
     size_t owner;  // index into partitions_
   };
   // A state dict's buffers cut to this rank's pieces (full-shape buffers) or taken as they

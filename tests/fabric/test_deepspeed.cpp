@@ -33,7 +33,8 @@ using ::testing::HasSubstr;
 
 constexpr int64_t kIn = 6, kHidden = 20, kOut = 3;
 constexpr int64_t kRows = 16;  // rows of one batch; divisible by 2 and 4 ranks
-constexpr int64_t kNumel = kIn * kHidden + kHidden + kHidden * kHidden + kHidden + kHidden * kOut + kOut;  // 623
+constexpr int64_t kNumel =
+    kIn * kHidden + kHidden + kHidden * kHidden + kHidden + kHidden * kOut + kOut;  // 623
 constexpr double kLr = 0.02, kWeightDecay = 0.05;
 
 class Net : public nn::Module {
@@ -55,8 +56,8 @@ class Net : public nn::Module {
 std::vector<double> flat_state(const nn::Module& m) {
   std::vector<double> out;
   auto add = [&](const Tensor& t) {
-    std::vector<double> v = native::to(native::contiguous(t.detach()), Device::cpu(), DType::f64)
-                                .to_vector<double>();
+    std::vector<double> v =
+        native::to(native::contiguous(t.detach()), Device::cpu(), DType::f64).to_vector<double>();
     out.insert(out.end(), v.begin(), v.end());
   };
   for (const Tensor& p : m.named_parameters().values()) add(p);
@@ -114,8 +115,8 @@ struct Reference {
 // One process, the whole batch, the mean loss: what every ZeRO rank must reproduce. `model`
 // and `opt` may come loaded from a checkpoint (then `first_step` continues its steps).
 // `precision` other than 32-true: forward through a one-device Fabric's FabricModule of it.
-Reference train_reference(Net& model, optim::AdamW& opt, int first_step, int steps,
-                          int accumulate, double clip, const std::string& precision = "32-true") {
+Reference train_reference(Net& model, optim::AdamW& opt, int first_step, int steps, int accumulate,
+                          double clip, const std::string& precision = "32-true") {
   Reference ref;
   Fabric one({.accelerator = "cpu", .devices = 1, .precision = precision});
   std::shared_ptr<FabricModule> wrapped =
@@ -145,18 +146,19 @@ Reference reference_from(const std::vector<double>& init, int steps, int accumul
   return train_reference(model, *opt, 0, steps, accumulate, clip, precision);
 }
 
-std::shared_ptr<DeepSpeedStrategy> deepspeed(int stage, double bucket_mb = 25.0, bool offload = false) {
-  return std::make_shared<DeepSpeedStrategy>(
-      DeepSpeedOptions{.stage = stage, .offload_optimizer = offload, .reduce_bucket_mb = bucket_mb,
-                       .allgather_bucket_mb = bucket_mb, .timeout = 10s});
+std::shared_ptr<DeepSpeedStrategy> deepspeed(int stage, double bucket_mb = 25.0,
+                                             bool offload = false) {
+  return std::make_shared<DeepSpeedStrategy>(DeepSpeedOptions{.stage = stage,
+                                                              .offload_optimizer = offload,
+                                                              .reduce_bucket_mb = bucket_mb,
+                                                              .allgather_bucket_mb = bucket_mb,
+                                                              .timeout = 10s});
 }
 
 ZeroOptimizer& zero_of(const FabricOptimizer& fo) {
   return dynamic_cast<ZeroOptimizer&>(*fo.optimizer());
 }
-ZeroPartition& partition_of(FabricModule& fm) {
-  return unwrap<ZeroDataParallel>(&fm)->partition();
-}
+ZeroPartition& partition_of(FabricModule& fm) { return unwrap<ZeroDataParallel>(&fm)->partition(); }
 
 // ---- training ----
 
@@ -214,13 +216,15 @@ LOOM_DDP_SCENARIO(ds_train) {
     record(r, "state_bytes", double(zero_of(*fo).state_bytes()));
     optim::OptimizerStateDict local = fo->state_dict();
     double elements = 0;
-    for (const auto& [index, st] : local.state) elements += double(st.buffers.at("exp_avg").numel());
+    for (const auto& [index, st] : local.state)
+      elements += double(st.buffers.at("exp_avg").numel());
     record(r, "state_dict_elements", elements);
   } catch (const std::exception& e) {
     record_text(r, "error", e.what());
   }
-  record(r, "launched", {double(partition.stats().buckets_launched_during_backward),
-                         double(partition.stats().buckets_launched_at_finalize)});
+  record(r, "launched",
+         {double(partition.stats().buckets_launched_during_backward),
+          double(partition.stats().buckets_launched_at_finalize)});
   fabric.barrier();
   record(r, "done", 1.0);
 }
@@ -262,7 +266,8 @@ Reference expect_matches_reference(const TrainCase& c, const Job& job) {
   EXPECT_GT(max_abs_diff(ref.final, init), 1e-2) << "the reference must actually train";
   std::vector<double> final0 = zero.values("final");
   for (int r = 0; r < c.world; ++r) {
-    EXPECT_EQ(job.rank(r).values("final"), final0) << "the ranks hold identical parameters, rank " << r;
+    EXPECT_EQ(job.rank(r).values("final"), final0)
+        << "the ranks hold identical parameters, rank " << r;
     RankRecord rec = job.rank(r);
     EXPECT_EQ(rec.value("done"), 1.0) << job.describe();
     EXPECT_EQ(rec.text("error"), "") << "rank " << r;
@@ -302,10 +307,10 @@ void expect_partitioned_state(const TrainCase& c, const Job& job, const Referenc
     // The allocator agrees: the first step allocated this rank's state and nothing else
     // that outlives the step.
     EXPECT_EQ(rec.value("step_alloc_bytes"), bytes) << "rank " << r;
-    std::printf("[ state ] stage %d, %d ranks, rank %d: %.0f bytes of optimizer state "
-                "(one process: %lld, 1/W: %.1f)\n",
-                c.stage, c.world, r, bytes, (long long)ref.state_bytes,
-                double(ref.state_bytes) / c.world);
+    std::printf(
+        "[ state ] stage %d, %d ranks, rank %d: %.0f bytes of optimizer state "
+        "(one process: %lld, 1/W: %.1f)\n",
+        c.stage, c.world, r, bytes, (long long)ref.state_bytes, double(ref.state_bytes) / c.world);
   }
   EXPECT_EQ(sum, double(ref.state_bytes));
   EXPECT_EQ(sum_elements, double(kNumel)) << "the local state dicts partition the parameters";
@@ -320,8 +325,10 @@ void expect_partitioned_gradients(const TrainCase& c, const Job& job) {
     double held = job.rank(r).value("grad_numel");
     sum += held;
     EXPECT_LT(held, double(kNumel)) << "rank " << r;
-    std::printf("[ grads ] stage 2, %d ranks, rank %d holds %.0f gradient elements after "
-                "backward (ddp: %lld)\n", c.world, r, held, (long long)kNumel);
+    std::printf(
+        "[ grads ] stage 2, %d ranks, rank %d holds %.0f gradient elements after "
+        "backward (ddp: %lld)\n",
+        c.world, r, held, (long long)kNumel);
   }
   EXPECT_GE(sum, double(kNumel));
 }
@@ -395,8 +402,13 @@ TEST(DeepSpeedAccumulation, Stage2SynchronisedBackwardsAddToThePartitionGradient
 }
 
 TEST(DeepSpeedAccumulation, Stage2GradientsZeroedInPlace) {
-  TrainCase c{.world = 2, .stage = 2, .steps = 3, .accumulate = 2, .sync_each = true,
-              .zero_to_none = false, .bucket_mb = 1e-5};
+  TrainCase c{.world = 2,
+              .stage = 2,
+              .steps = 3,
+              .accumulate = 2,
+              .sync_each = true,
+              .zero_to_none = false,
+              .bucket_mb = 1e-5};
   expect_matches_reference(c, run_training(c));
 }
 
@@ -481,14 +493,16 @@ LOOM_DDP_SCENARIO(ds_checkpoint) {
 }
 
 Job run_checkpoint(int world, int stage, const std::string& load = "") {
-  dist::EnvMap env{{"LOOM_DS_WORLD", std::to_string(world)}, {"LOOM_DS_STAGE", std::to_string(stage)}};
+  dist::EnvMap env{{"LOOM_DS_WORLD", std::to_string(world)},
+                   {"LOOM_DS_STAGE", std::to_string(stage)}};
   if (!load.empty()) env["LOOM_DS_LOAD"] = load;
   return run_job("ds_checkpoint", env);
 }
 
 // The file holds the full optimizer state in one process's layout: a single process loads it
 // and continues to where the ranks continued.
-void expect_single_process_continues(const std::string& path, const std::vector<double>& continued) {
+void expect_single_process_continues(const std::string& path,
+                                     const std::vector<double>& continued) {
   Net model;
   auto opt = make_adamw(model);
   CheckpointState state{{"model", std::shared_ptr<nn::Module>(&model, [](nn::Module*) {})},
@@ -553,9 +567,11 @@ LOOM_DDP_SCENARIO(ds_unused) {
   int stage = job_env_int("LOOM_DS_STAGE", 2);
   bool find_unused = job_env_int("LOOM_DS_FIND_UNUSED", 0) == 1;
   Fabric fabric({.accelerator = "cpu",
-                 .strategy = std::make_shared<DeepSpeedStrategy>(DeepSpeedOptions{
-                     .stage = stage, .reduce_bucket_mb = 1e-5, .find_unused_parameters = find_unused,
-                     .timeout = 10s}),
+                 .strategy = std::make_shared<DeepSpeedStrategy>(
+                     DeepSpeedOptions{.stage = stage,
+                                      .reduce_bucket_mb = 1e-5,
+                                      .find_unused_parameters = find_unused,
+                                      .timeout = 10s}),
                  .devices = 2});
   fabric.launch();
   int r = fabric.global_rank();
@@ -564,7 +580,8 @@ LOOM_DDP_SCENARIO(ds_unused) {
   try {
     for (int s = 0; s < 2; ++s) {
       auto [x, y] = full_batch(s, 0);
-      fabric.backward(mse_loss((*fm)(x.narrow(0, r * 8, 8).contiguous()), y.narrow(0, r * 8, 8).contiguous()));
+      fabric.backward(
+          mse_loss((*fm)(x.narrow(0, r * 8, 8).contiguous()), y.narrow(0, r * 8, 8).contiguous()));
       fo->step();
       fo->zero_grad();
     }
@@ -588,7 +605,8 @@ void expect_unused(int stage) {
     EXPECT_THAT(rec.text("error"), HasSubstr("find_unused_parameters=true"));
     EXPECT_THAT(rec.text("error"), ::testing::Not(HasSubstr("fc1")));
   }
-  Job allowed = run_job("ds_unused", {{"LOOM_DS_STAGE", std::to_string(stage)}, {"LOOM_DS_FIND_UNUSED", "1"}}, 30s);
+  Job allowed = run_job(
+      "ds_unused", {{"LOOM_DS_STAGE", std::to_string(stage)}, {"LOOM_DS_FIND_UNUSED", "1"}}, 30s);
   ASSERT_TRUE(allowed.ok()) << allowed.describe();
   std::vector<double> final0 = allowed.rank(0).values("final");
   EXPECT_EQ(final0.size(), size_t(kNumel + kOut * kOut + kOut + kOut)) << allowed.describe();
@@ -596,8 +614,12 @@ void expect_unused(int stage) {
   EXPECT_EQ(allowed.rank(0).text("error"), "");
 }
 
-TEST(DeepSpeedUnused, Stage1UnusedParametersFailEveryRankNamingThemOrCountAsZero) { expect_unused(1); }
-TEST(DeepSpeedUnused, Stage2UnusedParametersFailEveryRankNamingThemOrCountAsZero) { expect_unused(2); }
+TEST(DeepSpeedUnused, Stage1UnusedParametersFailEveryRankNamingThemOrCountAsZero) {
+  expect_unused(1);
+}
+TEST(DeepSpeedUnused, Stage2UnusedParametersFailEveryRankNamingThemOrCountAsZero) {
+  expect_unused(2);
+}
 
 // ---- stage 3 (fsdp's machinery) ----
 
@@ -627,7 +649,8 @@ LOOM_DDP_SCENARIO(ds_stage3) {
     record_text(r, "setup_refusal", e.what());
   }
   auto fm = fabric.setup_module(model);
-  record(r, "units", double(dynamic_cast<FullyShardedModule&>(*fm->forward_module()).units().size()));
+  record(r, "units",
+         double(dynamic_cast<FullyShardedModule&>(*fm->forward_module()).units().size()));
   // The gathered full state, in Net's order (a plain Net takes it by name).
   auto gathered = [&] {
     Net plain;
@@ -646,7 +669,8 @@ LOOM_DDP_SCENARIO(ds_stage3) {
         bool last = m + 1 == accumulate;
         auto no_sync = fabric.no_backward_sync(*fm, /*enabled=*/!last);
         fabric.backward(mse_loss((*fm)(x.narrow(0, r * per, per).contiguous()),
-                                 y.narrow(0, r * per, per).contiguous()) / double(accumulate));
+                                 y.narrow(0, r * per, per).contiguous()) /
+                        double(accumulate));
       }
       if (clip > 0) norms.push_back(fabric.clip_gradients(*fm, *fo, clip).item<double>());
       fo->step();
@@ -736,10 +760,11 @@ TEST(DeepSpeedConfig, StagesOtherThanOneTwoAndThreeAreValueErrorsListingTheValid
               HasSubstr("reduce_bucket_mb=0 is invalid; it must be > 0"));
   EXPECT_THAT(value_error_of([] { DeepSpeedStrategy s({.allgather_bucket_mb = -1}); }),
               HasSubstr("allgather_bucket_mb=-1 is invalid"));
-  EXPECT_THAT(value_error_of([] { Fabric f({.accelerator = "cpu", .strategy = "deepspeed_stage_9"}); }),
-              HasSubstr("the deepspeed strategies are deepspeed (stage 2), deepspeed_stage_1, "
-                        "deepspeed_stage_2, deepspeed_stage_2_offload, deepspeed_stage_3, "
-                        "deepspeed_stage_3_offload"));
+  EXPECT_THAT(
+      value_error_of([] { Fabric f({.accelerator = "cpu", .strategy = "deepspeed_stage_9"}); }),
+      HasSubstr("the deepspeed strategies are deepspeed (stage 2), deepspeed_stage_1, "
+                "deepspeed_stage_2, deepspeed_stage_2_offload, deepspeed_stage_3, "
+                "deepspeed_stage_3_offload"));
 }
 
 TEST(DeepSpeedConfig, ReachableByNameAndAsAPluginObject) {
@@ -751,7 +776,8 @@ TEST(DeepSpeedConfig, ReachableByNameAndAsAPluginObject) {
   Fabric stage1({.accelerator = "cpu", .strategy = "deepspeed_stage_1", .devices = 2});
   EXPECT_EQ(dynamic_cast<DeepSpeedStrategy&>(stage1.strategy()).stage(), 1);
   Fabric offload({.accelerator = "cpu", .strategy = "deepspeed_stage_2_offload", .devices = 2});
-  EXPECT_TRUE(dynamic_cast<DeepSpeedStrategy&>(offload.strategy()).deepspeed_options().offload_optimizer);
+  EXPECT_TRUE(
+      dynamic_cast<DeepSpeedStrategy&>(offload.strategy()).deepspeed_options().offload_optimizer);
   Fabric stage3({.accelerator = "cpu", .strategy = "deepspeed_stage_3", .devices = 2});
   EXPECT_EQ(dynamic_cast<DeepSpeedStrategy&>(stage3.strategy()).stage(), 3);
   EXPECT_TRUE(stage3.strategy().optimizer_needs_setup_module_first());
