@@ -350,6 +350,10 @@ void GlooProcessGroup::run_task(Task& task, uint64_t seq) {
       if (mismatch.empty()) task.run(uint32_t(seq));
     } catch (const ValueError&) {
       throw;
+    } catch (const CallMismatch& e) {
+      // Names both calls already; no rank died (Note [Call check over Gloo]).
+      throw CallMismatch(detail::concat("GlooProcessGroup '", group_name_, "' rank ", rank_,
+                                        "/", size_, ": ", e.what()));
     } catch (const std::exception& e) {
       // gloo::IoException (peer closed, timed out), gloo::Exception, EnforceNotMet, ...
       throw RuntimeError(detail::concat(
@@ -364,7 +368,7 @@ void GlooProcessGroup::run_task(Task& task, uint64_t seq) {
                                         task.description, " failed after ", elapsed_ms(start),
                                         " ms with an unknown exception"));
     }
-    if (!mismatch.empty()) throw RuntimeError(mismatch);
+    if (!mismatch.empty()) throw CallMismatch(mismatch);
   } catch (const ValueError&) {
     error = std::current_exception();  // a bad argument: no peer is missing
   } catch (const std::exception& e) {

@@ -39,7 +39,8 @@
 // shared memory, no debug mode), the ranks all_gather a fixed 128-byte record of their call
 // (sequence number, the fingerprint below and its hash). Ranks whose calls differ (a size
 // mismatch, a skipped or added collective) all throw before any data moves, naming rank 0's
-// call and the first differing rank's; the group stays usable. Without it, Gloo's event-loop
+// call and the first differing rank's, as dist::CallMismatch (a RuntimeError, no rank died);
+// the group stays usable. Without it, Gloo's event-loop
 // thread meets mismatched buffer sizes with an uncaught gloo::EnforceNotMet that terminates
 // the process. It costs one small all_gather (a round trip) per TCP collective. With shared
 // memory on, the same record goes into the shared segment instead (ShmAllReduce Note [Call

@@ -598,12 +598,12 @@ void ShmAllReduce::check_same_call() const {
     }
     msg << ". All ranks must issue the same collectives, with the same sizes, dtypes and ops, "
            "in the same order (a rank may have skipped or added one)";
-    throw RuntimeError(msg.str());
+    throw CallMismatch(msg.str());
   }
   msg << "shared-memory collectives: the ranks called different collectives:";
   for (int r = 0; r < size_; ++r) msg << (r ? ";" : "") << " rank " << r << ": " << str(peer(r).call[parity]);
   msg << ". Every rank must issue the same collectives with the same sizes, dtypes and ops";
-  throw RuntimeError(msg.str());
+  throw CallMismatch(msg.str());
 }
 
 void ShmAllReduce::barrier() {

@@ -68,8 +68,15 @@
 #include "dist/process_group.h"
 #include "dist/tcp_store.h"
 #include "tensor/dtype.h"
+#include "tensor/error.h"
 
 namespace loom::dist {
+
+// What ShmAllReduce throws when the ranks' calls differ (nothing else is wrong: no rank
+// died, the group stays usable).
+struct CallMismatch : RuntimeError {
+  using RuntimeError::RuntimeError;
+};
 
 class ShmAllReduce {
  public:
