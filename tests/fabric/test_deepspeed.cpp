@@ -350,6 +350,15 @@ TEST(DeepSpeedTraining, Stage2TwoRanksMatchOneProcessOnTheUnionBatch) {
   expect_partitioned_gradients(c, job);
 }
 
+TEST(DeepSpeedTraining, OneRankIsOneProcess) {
+  for (int stage : {1, 2}) {
+    TrainCase c{.world = 1, .stage = stage, .clip = 0.05};
+    Job job = run_training(c);
+    Reference ref = expect_matches_reference(c, job);
+    expect_partitioned_state(c, job, ref);
+  }
+}
+
 TEST(DeepSpeedTraining, Stage1FourRanksWithSeveralBucketsMatchOneProcess) {
   // ~10-byte buckets: one per parameter; fc3's 3-element bias leaves rank 3 without a part.
   TrainCase c{.world = 4, .stage = 1, .bucket_mb = 1e-5};
