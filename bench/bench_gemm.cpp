@@ -192,7 +192,10 @@ BENCHMARK(BM_skinny_cblas)
 BENCHMARK(BM_skinny_matmul)
     ->ArgsProduct({{0, 1, 2}, {1, 2}})->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-// Keeps each run's FLOP/s for the closing ratios; prints them only when `echo`.
+// Keeps each run's FLOP/s for the closing ratios; prints them only when `echo`. One-thread runs
+// are rated by the CPU time of the thread that ran them (FLOP/s x real / CPU time): on a shared
+// machine the wall clock also counts the time other processes held the core, which two runs
+// minutes apart do not share. Two-thread runs have only the wall clock.
 class Collect : public benchmark::ConsoleReporter {
  public:
   explicit Collect(bool echo) : echo_(echo) {}
@@ -203,7 +206,11 @@ class Collect : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& r : runs) {
       auto it = r.counters.find("FLOP/s");
-      if (it != r.counters.end() && !r.error_occurred) flops[r.benchmark_name()] = double(it->second);
+      if (it == r.counters.end() || r.error_occurred) continue;
+      const std::string name = r.benchmark_name();
+      const bool one_thread = name.find("/2/") == std::string::npos;
+      const double cpu = r.GetAdjustedCPUTime(), real = r.GetAdjustedRealTime();
+      flops[name] = double(it->second) * (one_thread && cpu > 0 ? real / cpu : 1.0);
     }
     if (echo_) ConsoleReporter::ReportRuns(runs);
   }
@@ -255,22 +262,27 @@ int main(int argc, char** argv) {
     const double loom_f32 = r["BM_matmul/f32" + t];
     if (loom_f32 <= 0) continue;
     double best = 0;
-    std::string best_name;
+    std::string best_name, all;
     auto consider = [&](const std::string& name, double v) {
+      if (v <= 0) return;
+      char line[128];
+      std::snprintf(line, sizeof line, "%s%s %.1f", all.empty() ? "" : ", ", name.c_str(), v * 1e-9);
+      all += line;
       if (v > best) best = v, best_name = name;
     };
     consider("OpenBLAS as configured", r["BM_cblas_sgemm" + t]);
     if (std::string(threads) == "1") consider("oneDNN sgemm", r["BM_onednn_sgemm/real_time"]);
     auto it = unconfigured.find("BM_cblas_sgemm" + t);
     if (it != unconfigured.end()) consider("OpenBLAS, OPENBLAS_CORETYPE/L2_SIZE unset", it->second);
-    std::printf("ratio f32  1024^3 %s thread(s): loom %.1f GFLOP/s = %.2fx the best library rate "
-                "(%s, %.1f GFLOP/s)\n",
-                threads, loom_f32 * 1e-9, loom_f32 / best, best_name.c_str(), best * 1e-9);
+    const char* clock = std::string(threads) == "1" ? "CPU" : "wall";
+    std::printf("ratio f32  1024^3 %s thread(s) (%s time): loom %.1f GFLOP/s = %.2fx the best library "
+                "rate, %s (libraries in GFLOP/s: %s)\n",
+                threads, clock, loom_f32 * 1e-9, loom_f32 / best, best_name.c_str(), all.c_str());
     for (const char* low : {"bf16", "f16"}) {
       const double v = r[std::string("BM_matmul/") + low + t];
       if (v > 0)
-        std::printf("ratio %-4s 1024^3 %s thread(s): %.1f GFLOP/s = %.2fx loom's f32\n", low, threads,
-                    v * 1e-9, v / loom_f32);
+        std::printf("ratio %-4s 1024^3 %s thread(s) (%s time): %.1f GFLOP/s = %.2fx loom's f32\n", low,
+                    threads, clock, v * 1e-9, v / loom_f32);
     }
   }
   return 0;
