@@ -16,6 +16,7 @@
 #include "fabric/fabric.h"
 #include "fabric/loggers/csv_logger.h"
 #include "fabric/loggers/tensorboard_logger.h"
+#include "kernels/cpu/capability.h"
 #include "loom.h"
 #include "optim/adam.h"
 
@@ -66,6 +67,7 @@ int main(int argc, char** argv) {
   Fabric fabric({.accelerator = accelerator, .strategy = strategy, .devices = devices,
                  .precision = precision, .loggers = {logger, tensorboard}});
   fabric.launch([&](Fabric& f) {
+    f.print(cpu_capability_description());  // which kernels this machine runs
     f.seed_everything(42);
     auto [x, y] = make_spiral(3000, 3, /*seed=*/7);  // same data on every rank
     auto dataset = std::make_shared<data::TensorDataset>(std::vector<Tensor>{x, y});
