@@ -168,6 +168,16 @@ void run_split(const GemmArgs& g, Fn&& fn) {
   });
 }
 
+// Where loom's skinny kernels (AVX2) still beat dnnl_sgemm (AVX-512). Measured on one thread,
+// K = 1024 or N = 1024 around the small dimension, loom's time including matmul's front end:
+// dots (x @ w^T) N = 2 / 8 / 10 / 12 / 16: 13 / 38 / 48 / 54 / 75 us against 45 / 44 / 52 /
+// 45 / 48; rows with small K = 4 / 10 / 16: 26 / 46 / 90 against 39 / 39 / 54; rows with small
+// M (the weight gradient dy^T @ x) M = 4 / 10 / 16: 32 / 63-69 / 94 against 18 / 31-33 / 38.
+bool skinny_beats_onednn(const GemmArgs& g, SkinnyKernel kernel) {
+  if (kernel == SkinnyKernel::dots) return g.n <= 10;
+  return g.k <= 8;  // rows: a rank-K update; with M small oneDNN is faster
+}
+
 // ---- f32 / f64: straight to cblas ----
 
 void blas_gemm(int64_t m, int64_t n, int64_t k, const float* a, BlasLayout la, const float* b,
@@ -258,7 +268,8 @@ void gemm_blas_kernel(const GemmArgs& g) {
   const T* b = static_cast<const T*>(g.b);
   T* c = static_cast<T*>(g.c);
   if constexpr (std::is_same_v<T, float>) {
-    if (const SkinnyKernel kernel = skinny_kernel_for(g); kernel != SkinnyKernel::none) {
+    if (const SkinnyKernel kernel = skinny_kernel_for(g);
+        kernel != SkinnyKernel::none && (!use_onednn_f32() || skinny_beats_onednn(g, kernel))) {
       run_batched(g, [&](int64_t ao, int64_t bo, int64_t co) {
         skinny_sgemm(g, kernel, a + ao, b + bo, c + co);
       });

@@ -8,6 +8,7 @@
 #include <tuple>
 #include <utility>
 
+#include "kernels/cpu/capability.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/threads_guard.h"
 #include "tensor/allocator.h"
@@ -264,6 +265,9 @@ TEST(Matmul, ThreadCountChangesOpenBlasResultsOnlyWithinTheErrorBound) {
 TEST(Matmul, LoomsOwnSkinnyKernelsDoNotDependOnThreadCount) {
   manual_seed(13);
   ThreadsGuard restore;
+  // At avx2 every shape below takes a skinny kernel; from avx512 oneDNN takes those where it is
+  // faster (kernels/cpu/gemm.cpp, skinny_beats_onednn).
+  CpuLevelGuard skinny_everywhere(CpuLevel::avx2);
   // x @ w^T with N <= 16 (dot products), K <= 16 and M <= 16 (row updates); each is large
   // enough to be split over the pool.
   const std::vector<std::pair<Tensor, Tensor>> cases = {
@@ -384,10 +388,13 @@ TEST_P(MatmulDTypes, LinearWithAndWithoutBias) {
 }
 
 // ---- f32 GEMMs with one dimension of 16 or less (kernels/cpu/gemm_skinny.cpp) ----
+// At avx2, where every such shape takes a skinny kernel (from avx512 oneDNN takes those where it
+// is faster, kernels/cpu/gemm.cpp; tests/tensor/test_matmul_capabilities.cpp covers that path).
 
 Tensor t2(const Tensor& x) { return native::transpose(x, 0, 1); }
 
 TEST(MatmulSkinny, SmallKAndSmallMRowsKernelAcrossBlockEdges) {
+  CpuLevelGuard skinny_everywhere(CpuLevel::avx2);
   manual_seed(21);
   // (M, K, N): rows in blocks of 6 and a ragged rest, columns in 16s and a masked rest.
   for (auto [m, k, n] : {std::tuple{257, 10, 1023}, {7, 3, 17}, {13, 16, 33}, {6, 1, 16},
@@ -399,6 +406,7 @@ TEST(MatmulSkinny, SmallKAndSmallMRowsKernelAcrossBlockEdges) {
 }
 
 TEST(MatmulSkinny, SmallNDotsKernelAcrossBlockEdges) {
+  CpuLevelGuard skinny_everywhere(CpuLevel::avx2);
   manual_seed(22);
   // B is a transposed weight (unit stride along K), as in Linear; K has a tail past the 8s.
   for (auto [m, k, n] : {std::tuple{259, 1027, 10}, {5, 9, 1}, {33, 100, 16}, {3, 7, 2}}) {
@@ -412,6 +420,7 @@ TEST(MatmulSkinny, SmallNDotsKernelAcrossBlockEdges) {
 
 // C = A @ B + C through the f32 kernel itself: beta = 1 adds to what C holds.
 TEST(MatmulSkinny, BetaOneAddsToTheOutputInBothKernels) {
+  CpuLevelGuard skinny_everywhere(CpuLevel::avx2);
   manual_seed(23);
   auto run = [](const Tensor& a, const Tensor& b, const Tensor& c) {
     kernels::cpu::GemmArgs g;
@@ -435,6 +444,7 @@ TEST(MatmulSkinny, BetaOneAddsToTheOutputInBothKernels) {
 }
 
 TEST(MatmulSkinny, SplitOverThreadsGivesTheSameBits) {
+  CpuLevelGuard skinny_everywhere(CpuLevel::avx2);
   manual_seed(24);
   // Large enough to split: rows of C (small K, small N) and 16-column blocks (small M).
   const std::pair<Tensor, Tensor> cases[] = {{rnd({600, 8}), rnd({8, 2048})},
