@@ -10,6 +10,7 @@
 #include "fabric/fabric.h"
 #include "fabric/loggers/csv_logger.h"
 #include "fabric/loggers/tensorboard_logger.h"
+#include "kernels/cpu/capability.h"
 #include "kernels/cpu/parallel.h"
 #include "nn/nn.h"
 #include "optim/adam.h"
