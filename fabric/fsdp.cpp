@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_set>
 
 #include "autograd/grad_mode.h"
 #include "fabric/wrappers.h"
@@ -29,6 +30,7 @@ FullyShardedModule::FullyShardedModule(std::shared_ptr<nn::Module> module,
       options_(options),
       position_(units_.size(), 0),
       grads_ready_(units_.size(), 0),
+      grads_needed_(units_.size(), 0),
       reduced_(units_.size(), false) {
   for (size_t u = 1; u < units_.size(); ++u) {
     nn::Module* m = unit_modules_[u];
@@ -45,9 +47,11 @@ FullyShardedModule::FullyShardedModule(std::shared_ptr<nn::Module> module,
   }
   for (size_t u = 0; u < units_.size(); ++u)
     for (fsdp::FlatParam& p : units_[u]->params())
-      if (p.param.requires_grad())
+      if (p.param.requires_grad()) {
+        ++grads_needed_[u];
         grad_hooks_.emplace_back(p.param, p.param.register_post_accumulate_grad_hook(
                                               [this, u](Tensor&) { on_parameter_gradient(u); }));
+      }
 }
 
 FullyShardedModule::~FullyShardedModule() {
@@ -112,9 +116,7 @@ void FullyShardedModule::before_unit_backward(size_t u) {
 void FullyShardedModule::on_parameter_gradient(size_t u) {
   if (!sync_) return;
   FlatUnit& unit = *units_[u];
-  int needed = 0;
-  for (const fsdp::FlatParam& p : unit.params()) needed += p.param.requires_grad() ? 1 : 0;
-  if (++grads_ready_[u] < needed) return;
+  if (++grads_ready_[u] < grads_needed_[u]) return;
   // The unit's backward is complete: its gradients are final and its parameters unneeded.
   unit.reduce_gradients_async(*group_);  // waited for at the end of backward
   reduced_[u] = true;
@@ -138,33 +140,30 @@ void FullyShardedModule::finalize_backward() {
 nn::StateDict FullyShardedModule::state_dict() const {
   // Unit by unit: gather, copy out this unit's tensors, free. Every rank takes part in the
   // gathers; each keeps the values (so no rank holds more than the state dict plus one unit).
-  nn::StateDict out;
+  nn::StateDict gathered;
   NoGradGuard no_grad;
   for (const auto& u : units_) {
     bool was_sharded = u->state() == ShardState::sharded;
     u->gather(*group_);
     for (const fsdp::FlatParam& p : u->params())
-      out.insert(p.name, native::to(native::clone(p.param.detach()), Device::cpu(), u->master_dtype()));
+      gathered.insert(p.name, native::to(native::clone(p.param.detach()), Device::cpu(), u->master_dtype()));
     if (was_sharded) u->reshard();
   }
+  // Parameters in the module's order, then its persistent buffers.
+  nn::StateDict out;
+  for (const auto& [n, _] : inner_->named_parameters())
+    if (const Tensor* t = gathered.find(n)) out.insert(n, *t);
   for (const auto& [n, b] : inner_->state_dict())
-    if (!out.contains(n)) out.insert(n, b);  // persistent buffers
-  nn::StateDict ordered;  // in the module's own order
-  for (const auto& [n, _] : inner_->named_parameters()) {
-    (void)_;
-    if (const Tensor* t = out.find(n)) ordered.insert(n, *t);
-  }
-  for (const auto& [n, t] : out)
-    if (!ordered.contains(n)) ordered.insert(n, t);
-  return ordered;
+    if (!out.contains(n)) out.insert(n, b);
+  return out;
 }
 
 nn::LoadStateDictResult FullyShardedModule::load_state_dict(const nn::StateDict& state, bool strict) {
   nn::LoadStateDictResult r;
-  std::vector<std::string> known;
+  std::unordered_set<std::string> known;
   for (const auto& u : units_)
     for (const fsdp::FlatParam& p : u->params()) {
-      known.push_back(p.name);
+      known.insert(p.name);
       const Tensor* t = state.find(p.name);
       if (!t) {
         r.missing_keys.push_back(p.name);
@@ -174,12 +173,9 @@ nn::LoadStateDictResult FullyShardedModule::load_state_dict(const nn::StateDict&
                                         ", the module has ", shape_str(p.shape)));
       }
     }
-  for (const auto& [n, b] : inner_->named_buffers()) {
-    (void)b;
-    known.push_back(n);
-  }
+  for (const auto& [n, b] : inner_->named_buffers()) known.insert(n);
   for (const auto& [n, _] : state)
-    if (std::find(known.begin(), known.end(), n) == known.end()) r.unexpected_keys.push_back(n);
+    if (!known.count(n)) r.unexpected_keys.push_back(n);
   if (strict && (!r.missing_keys.empty() || !r.unexpected_keys.empty()))
     throw ValueError(detail::concat("load_state_dict: ", r.missing_keys.size(), " missing and ",
                                     r.unexpected_keys.size(), " unexpected keys",

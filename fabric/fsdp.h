@@ -103,6 +103,7 @@ class FullyShardedModule : public WrapperModule {
   bool order_recorded_ = false;
   std::vector<size_t> position_;        // unit -> index in forward_order_
   std::vector<int> grads_ready_;        // per unit, this backward
+  std::vector<int> grads_needed_;       // per unit: its parameters that require grad
   std::vector<bool> reduced_;           // per unit, this backward
 };
 

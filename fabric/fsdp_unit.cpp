@@ -63,6 +63,7 @@ void FlatUnit::bind_parameters() {
   full_ = std::make_shared<Storage>(size_t(padded_) * dtype_size(compute_), Device::cpu(),
                                     /*lazy=*/true);
   full_flat_ = view_of(full_, {padded_}, 0, compute_);
+  refusal_ = make_refusal();
   for (FlatParam& p : params_) {
     TensorImpl* impl = p.param.impl();
     impl->storage = full_;
@@ -103,13 +104,19 @@ void FlatUnit::wait_gathered() {
 
 void FlatUnit::reshard() {
   if (state_ == ShardState::gathering) wait_gathered();  // the peer ranks are in this gather too
-  // The refusal names the parameter at the offset of the view that asked.
+  full_->release(refusal_);
+  state_ = ShardState::sharded;
+}
+
+Storage::Refusal FlatUnit::make_refusal() const {
+  // Built once: reshard() runs for every unit twice a step. The message names the parameter
+  // at the offset of the view that asked.
   std::string unit = name_.empty() ? "the root unit" : "unit '" + name_ + "'";
-  std::vector<std::pair<int64_t, std::string>> ranges;
-  for (const FlatParam& p : params_) ranges.emplace_back(p.offset, p.name);
-  full_->release([unit, ranges](int64_t offset) {
+  auto ranges = std::make_shared<std::vector<std::pair<int64_t, std::string>>>();
+  for (const FlatParam& p : params_) ranges->emplace_back(p.offset, p.name);
+  return [unit, ranges](int64_t offset) {
     std::string who = "a parameter of " + unit;
-    for (auto it = ranges.rbegin(); it != ranges.rend(); ++it)
+    for (auto it = ranges->rbegin(); it != ranges->rend(); ++it)
       if (offset >= it->first) {
         who = "parameter '" + it->second + "' (" + unit + ")";
         break;
@@ -118,14 +125,7 @@ void FlatUnit::reshard() {
            "unit is gathered, inside the unit's forward and backward. Outside them, read the "
            "model through state_dict(), which gathers unit by unit, or step the shards that "
            "the set-up module's parameters() returns";
-  });
-  state_ = ShardState::sharded;
-}
-
-bool FlatUnit::has_parameter_gradients() const {
-  for (const FlatParam& p : params_)
-    if (p.param.grad().defined()) return true;
-  return false;
+  };
 }
 
 void FlatUnit::reduce_gradients_async(dist::ProcessGroup& group) {

@@ -87,9 +87,10 @@ class FlatUnit {
   // to the shard's gradient (or sets it). The collective runs while backward goes on.
   void reduce_gradients_async(dist::ProcessGroup& group);
   void finish_reduce();
-  bool has_parameter_gradients() const;
 
  private:
+  Storage::Refusal make_refusal() const;
+
   std::string name_;
   std::vector<FlatParam> params_;
   DType master_, compute_, reduce_;
@@ -97,6 +98,7 @@ class FlatUnit {
   int64_t numel_ = 0, padded_ = 0;
   Tensor shard_;
   std::shared_ptr<Storage> full_;
+  Storage::Refusal refusal_;  // what a sharded parameter's data access throws
   Tensor full_flat_;    // (padded,) compute dtype, over full_
   Tensor gather_input_;  // the shard in the compute dtype while a gather is in flight
   std::shared_ptr<dist::Work> gather_work_;
