@@ -12,6 +12,7 @@
 #include <limits>
 #include <sstream>
 
+#include "autograd/grad_mode.h"
 #include "tensor/native.h"
 
 namespace loom::ddptest {
@@ -180,4 +181,29 @@ TEST(DdpChild, Run) {
 }
 
 }  // namespace
+
+std::vector<double> flat_state(const nn::Module& m) {
+  std::vector<double> out;
+  auto add = [&](const Tensor& t) {
+    std::vector<double> v = native::to(native::contiguous(t.detach()), Device::cpu(), DType::f64)
+                                .to_vector<double>();
+    out.insert(out.end(), v.begin(), v.end());
+  };
+  for (const Tensor& p : m.named_parameters().values()) add(p);
+  for (const Tensor& b : m.named_buffers().values()) add(b);
+  return out;
+}
+
+void load_flat_state(nn::Module& m, const std::vector<double>& values) {
+  NoGradGuard no_grad;
+  size_t k = 0;
+  auto load = [&](const Tensor& t) {
+    float* p = t.data_ptr<float>();
+    for (int64_t i = 0; i < t.numel(); ++i) p[i] = float(values.at(k++));
+  };
+  for (const Tensor& p : m.named_parameters().values()) load(p);
+  for (const Tensor& b : m.named_buffers().values()) load(b);
+  ASSERT_EQ(k, values.size());
+}
+
 }  // namespace loom::ddptest

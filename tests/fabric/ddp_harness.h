@@ -23,6 +23,7 @@
 
 #include "dist/cluster_environment.h"
 #include "dist/process_launcher.h"
+#include "nn/module.h"
 #include "tensor/tensor.h"
 
 namespace loom::ddptest {
@@ -80,6 +81,11 @@ Job run_job(const std::string& scenario, dist::EnvMap env = {},
 // "" when missing.
 std::string self_exe();
 std::string build_output(const std::string& env_override, const std::string& relative);
+
+// A model's parameters then buffers, flattened in registration order, in f64: what ranks
+// record and references compare. load_flat_state() writes such a vector back (f32 models).
+std::vector<double> flat_state(const nn::Module& m);
+void load_flat_state(nn::Module& m, const std::vector<double>& values);
 
 // max |a - b| (infinity when the sizes differ).
 double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b);

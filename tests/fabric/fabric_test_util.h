@@ -87,4 +87,15 @@ inline std::vector<std::vector<double>> snapshot(const nn::Module& m) {
   return out;
 }
 
+// Runs `make` and returns the ValueError message it threw ("" when it did not throw).
+template <class Fn>
+std::string value_error_of(Fn make) {
+  try {
+    make();
+  } catch (const ValueError& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace loom::fabric_test

@@ -16,17 +16,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using namespace fabric_test;
 
-// Runs `make` and returns the ValueError message it threw ("" when it did not throw).
-template <class Fn>
-std::string value_error_of(Fn make) {
-  try {
-    make();
-  } catch (const ValueError& e) {
-    return e.what();
-  }
-  return "";
-}
-
 const char* kValidAccelerators = "cpu, cuda, gpu, mps, tpu, auto";
 const char* kValidStrategies =
     "valid: auto, single_device, dp, ddp, ddp_spawn, fsdp, deepspeed";

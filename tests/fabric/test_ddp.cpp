@@ -55,31 +55,6 @@ class Net : public nn::Module {
   Tensor shift;
 };
 
-// Parameters then buffers, flattened, in registration order.
-std::vector<double> flat_state(const nn::Module& m) {
-  std::vector<double> out;
-  auto add = [&](const Tensor& t) {
-    std::vector<double> v = native::to(native::contiguous(t.detach()), Device::cpu(), DType::f64)
-                                .to_vector<double>();
-    out.insert(out.end(), v.begin(), v.end());
-  };
-  for (const Tensor& p : m.named_parameters().values()) add(p);
-  for (const Tensor& b : m.named_buffers().values()) add(b);
-  return out;
-}
-
-void load_flat_state(nn::Module& m, const std::vector<double>& values) {
-  NoGradGuard no_grad;
-  size_t k = 0;
-  auto load = [&](const Tensor& t) {
-    float* p = t.data_ptr<float>();
-    for (int64_t i = 0; i < t.numel(); ++i) p[i] = float(values.at(k++));
-  };
-  for (const Tensor& p : m.named_parameters().values()) load(p);
-  for (const Tensor& b : m.named_buffers().values()) load(b);
-  ASSERT_EQ(k, values.size());
-}
-
 // Micro-batch `micro` of step `step`: the same everywhere, from its own generator.
 std::pair<Tensor, Tensor> full_batch(int step, int micro) {
   Generator g(1000 + 10 * uint64_t(step) + uint64_t(micro));

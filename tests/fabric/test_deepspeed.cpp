@@ -22,9 +22,12 @@
 #include "tensor/ops.h"
 #include "tensor/random.h"
 #include "tests/fabric/ddp_harness.h"
+#include "tests/fabric/fabric_test_util.h"
 
 namespace loom::ddptest {
 namespace {
+
+using fabric_test::value_error_of;
 
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
@@ -52,30 +55,6 @@ class Net : public nn::Module {
   std::shared_ptr<nn::Linear> fc1, fc2, fc3;
   Tensor shift;
 };
-
-std::vector<double> flat_state(const nn::Module& m) {
-  std::vector<double> out;
-  auto add = [&](const Tensor& t) {
-    std::vector<double> v =
-        native::to(native::contiguous(t.detach()), Device::cpu(), DType::f64).to_vector<double>();
-    out.insert(out.end(), v.begin(), v.end());
-  };
-  for (const Tensor& p : m.named_parameters().values()) add(p);
-  for (const Tensor& b : m.named_buffers().values()) add(b);
-  return out;
-}
-
-void load_flat_state(nn::Module& m, const std::vector<double>& values) {
-  NoGradGuard no_grad;
-  size_t k = 0;
-  auto load = [&](const Tensor& t) {
-    float* p = t.data_ptr<float>();
-    for (int64_t i = 0; i < t.numel(); ++i) p[i] = float(values.at(k++));
-  };
-  for (const Tensor& p : m.named_parameters().values()) load(p);
-  for (const Tensor& b : m.named_buffers().values()) load(b);
-  ASSERT_EQ(k, values.size());
-}
 
 std::pair<Tensor, Tensor> full_batch(int step, int micro) {
   Generator g(7000 + 10 * uint64_t(step) + uint64_t(micro));
@@ -747,16 +726,6 @@ TEST(DeepSpeedStage3, FourRanksWithAccumulationAndClippingMatchOneProcess) {
 }
 
 // ---- configuration ----
-
-template <class Fn>
-std::string value_error_of(Fn make) {
-  try {
-    make();
-  } catch (const ValueError& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(DeepSpeedConfig, StagesOtherThanOneTwoAndThreeAreValueErrorsListingTheValidOnes) {
   for (int stage : {0, 4, -1}) {
