@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "autograd/grad_mode.h"
+#include "bench/bench_util.h"
 #include "fabric/ddp.h"
 #include "fabric/fabric.h"
 #include "kernels/cpu/parallel.h"
@@ -50,14 +51,11 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    int v = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--rounds")) a.rounds = v;
-    else if (!std::strcmp(argv[i], "--steps")) a.steps = v;
-    else if (!std::strcmp(argv[i], "--warmup")) a.warmup = v;
-    else if (!std::strcmp(argv[i], "--setups")) a.setups = v;
-    else if (!std::strcmp(argv[i], "--threads")) a.threads = v;
-  }
+  a.rounds = bench::int_flag(argc, argv, "--rounds", a.rounds);
+  a.steps = bench::int_flag(argc, argv, "--steps", a.steps);
+  a.warmup = bench::int_flag(argc, argv, "--warmup", a.warmup);
+  a.setups = bench::int_flag(argc, argv, "--setups", a.setups);
+  a.threads = bench::int_flag(argc, argv, "--threads", a.threads);
   return a;
 }
 
@@ -65,10 +63,7 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
+using bench::median;
 
 double minimum(const std::vector<double>& v) {
   return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end());

@@ -19,10 +19,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "fabric/fabric.h"
 #include "fabric/fsdp.h"
 #include "kernels/cpu/capability.h"
@@ -41,22 +40,16 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    int v = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--rounds")) a.rounds = v;
-    else if (!std::strcmp(argv[i], "--steps")) a.steps = v;
-    else if (!std::strcmp(argv[i], "--layers")) a.layers = v;
-    else if (!std::strcmp(argv[i], "--d")) a.d = v;
-    else if (!std::strcmp(argv[i], "--seq")) a.seq = v;
-    else if (!std::strcmp(argv[i], "--batch")) a.batch = v;
-  }
+  a.rounds = bench::int_flag(argc, argv, "--rounds", a.rounds);
+  a.steps = bench::int_flag(argc, argv, "--steps", a.steps);
+  a.layers = bench::int_flag(argc, argv, "--layers", a.layers);
+  a.d = bench::int_flag(argc, argv, "--d", a.d);
+  a.seq = bench::int_flag(argc, argv, "--seq", a.seq);
+  a.batch = bench::int_flag(argc, argv, "--batch", a.batch);
   return a;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
+using bench::median;
 
 struct Mode {
   std::shared_ptr<nn::Module> model;
