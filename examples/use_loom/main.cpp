@@ -1,4 +1,4 @@
-// A user's program built against loom with add_subdirectory (see CMakeLists.txt): the README's
+// A user's program built against loom, from source or installed (see CMakeLists.txt): the README's
 // Fabric snippet, complete. Fits y = 3x - 1 through Fabric and fails unless the loss falls.
 //
 //   use_loom [devices]   (1 by default; 2 trains as two processes with ddp)
