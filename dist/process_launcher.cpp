@@ -260,6 +260,10 @@ void ProcessLauncher::spawn(const ProcessSpec& spec) {
 }
 
 void ProcessLauncher::observe_exits(bool stopping) {
+  // Note [Naming the cause]: when a rank is killed, its peers' collectives fail a few
+  // milliseconds later and they exit with a status; when this check sees both at once, the
+  // rank killed by a signal is the cause to name, whatever its place in spawn order.
+  std::optional<RankExit> exited, killed;
   for (auto& child : children_) {
     if (child.exit) continue;
     siginfo_t info{};
@@ -275,8 +279,11 @@ void ProcessLauncher::observe_exits(bool stopping) {
     exit.code = info.si_status;
     exit.stopped_by_launcher = stopping;
     child.exit = exit;
-    if (!exit.ok() && !stopping && !first_failure_) first_failure_ = exit;
+    if (exit.ok() || stopping) continue;
+    std::optional<RankExit>& first = exit.signaled ? killed : exited;
+    if (!first) first = exit;
   }
+  if (!first_failure_) first_failure_ = killed ? killed : exited;
 }
 
 bool ProcessLauncher::all_exited() const {

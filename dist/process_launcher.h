@@ -22,7 +22,8 @@
 // rank can turn that silent kill into one line saying why it stops (launcher_watch.h).
 //
 // Not here: choosing ranks or ports (cluster_environment.h builds the variables), remote
-// nodes (run one launcher per node), restarts or elasticity.
+// nodes (run one launcher per node), restarts (elastic_restart.h runs attempts on a launcher:
+// wait() leaves it empty and ready for the next spawn).
 #pragma once
 
 #include <sys/types.h>
@@ -129,8 +130,9 @@ class ProcessLauncher {
     bool reaped = false;
   };
 
-  // Notes exits of running children without reaping them; returns the first non-ok one seen
-  // by this call while not stopping.
+  // Notes exits of running children without reaping them; while not stopping, the first
+  // failure becomes first_failure_ (a rank killed by a signal over one that exited with a
+  // status when both are seen at once: Note [Naming the cause] in process_launcher.cpp).
   void observe_exits(bool stopping);
   // Reads what is available from every open pipe, waiting up to `wait_ms` (plus `extra_fd`,
   // e.g. the signal pipe, which is not read here). Returns extra_fd's revents.

@@ -6,13 +6,19 @@
 //   loomrun --nproc-per-node 8 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 ./train
 //   (and the same with --node-rank 1 on the second node)
 //
+//   loomrun --nproc-per-node 2 --max-restarts 3 ./train --resume-from ckpts/
+//   (when a rank fails, stop them all and start the group again, up to 3 times; each attempt
+//   gets a fresh MASTER_PORT and LOOM_RESTART_COUNT=0, 1, ...: dist/elastic_restart.h)
+//
 // A thin command line over dist::ProcessLauncher; the process supervision lives there so
 // Fabric can reuse it. Exit code: 0 when every rank succeeded, else the failed rank's status
-// (128 + signal when it was killed), 128 + signal when interrupted, 2 for usage errors.
+// (128 + signal when it was killed; the last attempt's when restarts ran out), 128 + signal
+// when interrupted, 2 for usage errors.
 #include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "dist/cluster_environment.h"
+#include "dist/elastic_restart.h"
 #include "dist/init.h"
 #include "dist/process_launcher.h"
 #include "dist/socket.h"
@@ -29,6 +35,7 @@ int main(int argc, char** argv) {
   int master_port = 0;
   double grace_seconds = 5.0;
   bool no_prefix = false;
+  int max_restarts = 0;
   std::string socket_ifname, socket_addr;
   app.add_option("--nproc-per-node,--nproc_per_node", nproc_per_node,
                  "processes (ranks) to start on this node")
@@ -47,6 +54,11 @@ int main(int argc, char** argv) {
                  "seconds between SIGTERM and SIGKILL when stopping the ranks")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-prefix", no_prefix, "do not prefix output lines with [rank R]");
+  app.add_option("--max-restarts,--max_restarts", max_restarts,
+                 "when a rank fails, stop every rank and start the group again (fresh "
+                 "rendezvous port, LOOM_RESTART_COUNT set), at most this many times; single "
+                 "node only")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--socket-ifname,--socket_ifname", socket_ifname,
                  "network interface whose IPv4 address the ranks advertise to each other "
                  "(sets LOOM_SOCKET_IFNAME); default: the address that routes to --master-addr");
@@ -62,6 +74,12 @@ int main(int argc, char** argv) {
                  "[args...]\n";
     return 2;
   }
+  if (max_restarts > 0 && nnodes > 1) {
+    std::cerr << "loomrun: error: --max-restarts works on a single node (--nnodes 1): the "
+                 "launchers of several nodes have no rendezvous of their own to restart "
+                 "together; restart the job from outside (e.g. the cluster scheduler)\n";
+    return 2;
+  }
   try {
     if (master_port == 0) master_port = nnodes == 1 ? find_free_port() : kDefaultMainPort;
     LauncherOptions options;
@@ -69,14 +87,21 @@ int main(int argc, char** argv) {
     options.grace_period = std::chrono::milliseconds(static_cast<int64_t>(grace_seconds * 1000.0));
     options.forward_signals = true;
     ProcessLauncher launcher(options);
-    for (int local_rank = 0; local_rank < nproc_per_node; ++local_rank) {
-      RankLayout layout{nproc_per_node, nnodes, node_rank, local_rank, master_addr, master_port};
-      EnvMap vars = loomrun_variables(layout);
-      if (!socket_ifname.empty()) vars[kSocketIfnameVariable] = socket_ifname;
-      if (!socket_addr.empty()) vars[kSocketAddrVariable] = socket_addr;
-      launcher.spawn(ProcessSpec{std::stoi(vars.at("RANK")), command, vars});
-    }
-    LaunchResult result = launcher.wait();
+    auto make_group = [&](int attempt) {
+      // A fresh rendezvous per restart: the old store's port may still be held, and no peer of
+      // a stopped attempt may join the new one.
+      if (attempt > 0) master_port = find_free_port();
+      std::vector<ProcessSpec> ranks;
+      for (int local_rank = 0; local_rank < nproc_per_node; ++local_rank) {
+        RankLayout layout{nproc_per_node, nnodes, node_rank, local_rank, master_addr, master_port};
+        EnvMap vars = loomrun_variables(layout);
+        if (!socket_ifname.empty()) vars[kSocketIfnameVariable] = socket_ifname;
+        if (!socket_addr.empty()) vars[kSocketAddrVariable] = socket_addr;
+        ranks.push_back(ProcessSpec{std::stoi(vars.at("RANK")), command, vars});
+      }
+      return ranks;
+    };
+    RestartResult result = run_with_restarts(launcher, make_group, {.max_restarts = max_restarts});
     if (!result.ok()) std::cerr << "loomrun: " << result.message << "\n";
     return result.exit_code();
   } catch (const loom::ValueError& e) {

@@ -1,6 +1,7 @@
 // Tests of ProcessLauncher with /bin/sh scripts as ranks: output prefixing, failure reporting
 // and stopping of the other ranks, SIGKILL escalation, helpers in a rank's process group,
-// timeouts, signal forwarding and start-up errors. Ranks sleep at most 30 s and every test
+// timeouts, signal forwarding and start-up errors; the restart loop of elastic_restart.h
+// (whole-group restarts, the attempt counter, giving up naming the rank). Ranks sleep at most 30 s and every test
 // bounds its wait, so a broken launcher fails a test instead of hanging it.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "dist/elastic_restart.h"
 #include "dist/process_launcher.h"
 #include "tensor/error.h"
 
@@ -31,6 +33,7 @@ class TempFile {
   }
   ~TempFile() { ::unlink(path_.c_str()); }
   int fd() const { return fd_.get(); }
+  const std::string& path() const { return path_; }
   std::string read() const {
     std::ifstream in(path_);
     std::stringstream text;
@@ -280,6 +283,98 @@ TEST(ProcessLauncher, InheritModeLeavesOutputAlone) {
   launcher.spawn(ProcessSpec{1, {"false"}, {}});
   LaunchResult result = launcher.wait(10s);
   EXPECT_EQ(result.message, "rank 1 exited with status 1; stopped the other ranks");
+}
+
+TEST(ProcessLauncher, NamesTheKilledRankOverAPeerThatFailedBecauseOfIt) {
+  // Rank 0 exits with a status as soon as rank 1 is dead (a zombie: the launcher reaps at the
+  // end), as a rank whose collective lost its peer does; both are often first seen by the
+  // same check (Note [Naming the cause]).
+  Fixture f;
+  TempFile pid_file;
+  ProcessLauncher launcher(f.options());
+  launcher.spawn(shell(0, "while [ ! -s \"$P\" ]; do sleep 0.001; done; "
+                          "while ! grep -q 'State:.Z' /proc/$(cat \"$P\")/status; do :; done; exit 1",
+                       {{"P", pid_file.path()}}));
+  launcher.spawn(shell(1, "echo $$ > \"$P\"; kill -9 $$", {{"P", pid_file.path()}}));
+  LaunchResult result = launcher.wait(10s);
+  ASSERT_TRUE(result.first_failure.has_value()) << result.message;
+  EXPECT_EQ(result.first_failure->rank, 1) << result.message;
+  EXPECT_EQ(result.exit_code(), 128 + SIGKILL);
+}
+
+// ---- run_with_restarts (elastic_restart.h) ----
+
+TEST(ElasticRestart, RestartsTheWholeGroupWithAFreshRendezvousAfterARankIsKilled) {
+  Fixture f;
+  ProcessLauncher launcher(f.options(1s));
+  std::vector<int> attempts;
+  auto make_group = [&](int attempt) {
+    attempts.push_back(attempt);
+    std::vector<ProcessSpec> ranks;
+    // On the first attempt rank 1 is killed while rank 0 would run for 30 s: the launcher
+    // must stop rank 0 before it starts the group again.
+    EnvMap env{{"PORT", std::to_string(4000 + attempt)}};
+    ranks.push_back(shell(0, "echo attempt $LOOM_RESTART_COUNT port $PORT; "
+                             "if [ $LOOM_RESTART_COUNT = 0 ]; then exec sleep 30; fi", env));
+    ranks.push_back(shell(1, "echo attempt $LOOM_RESTART_COUNT port $PORT; "
+                             "if [ $LOOM_RESTART_COUNT = 0 ]; then kill -9 $$; fi", env));
+    return ranks;
+  };
+  auto start = std::chrono::steady_clock::now();
+  RestartResult result =
+      run_with_restarts(launcher, make_group, {.max_restarts = 2, .log_fd = f.err.fd()});
+  EXPECT_LT(seconds_since(start), 10.0);
+  ASSERT_TRUE(result.ok()) << result.message << f.err.read();
+  EXPECT_EQ(result.exit_code(), 0);
+  EXPECT_EQ(result.restarts, 1);
+  EXPECT_EQ(attempts, (std::vector<int>{0, 1}));
+  ASSERT_EQ(result.failures.size(), 1u);
+  EXPECT_EQ(result.failures[0].rank, 1);
+  EXPECT_TRUE(result.failures[0].signaled);
+  EXPECT_EQ(result.failures[0].code, SIGKILL);
+  std::string out = f.out.read(), err = f.err.read();
+  for (std::string line : {"[rank 0] attempt 0 port 4000\n", "[rank 1] attempt 0 port 4000\n",
+                           "[rank 0] attempt 1 port 4001\n", "[rank 1] attempt 1 port 4001\n"})
+    EXPECT_NE(out.find(line), std::string::npos) << line << " missing from\n" << out;
+  EXPECT_EQ(err, "loomrun: rank 1 was killed by signal 9 (SIGKILL); stopped the other ranks; "
+                 "restarting all 2 ranks (restart 1 of 2, LOOM_RESTART_COUNT=1)\n");
+  EXPECT_EQ(launcher.num_running(), 0u);
+}
+
+TEST(ElasticRestart, GivesUpAfterTheLastRestartNamingTheRank) {
+  Fixture f;
+  ProcessLauncher launcher(f.options(1s));
+  int calls = 0;
+  auto make_group = [&](int) {
+    ++calls;
+    return std::vector<ProcessSpec>{shell(0, "exec sleep 30"), shell(1, "exit 3")};
+  };
+  RestartResult result = run_with_restarts(
+      launcher, make_group, {.max_restarts = 2, .who = "job", .log_fd = f.err.fd()});
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(result.restarts, 2);
+  EXPECT_EQ(result.failures.size(), 3u);
+  EXPECT_EQ(result.exit_code(), 3);
+  EXPECT_EQ(result.message,
+            "rank 1 exited with status 3; stopped the other ranks; no restart left "
+            "(--max-restarts 2, all used)");
+  std::string err = f.err.read();
+  EXPECT_NE(err.find("job: rank 1 exited with status 3; stopped the other ranks; restarting all "
+                     "2 ranks (restart 1 of 2, LOOM_RESTART_COUNT=1)\n"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("(restart 2 of 2, LOOM_RESTART_COUNT=2)\n"), std::string::npos) << err;
+}
+
+TEST(ElasticRestart, WithoutRestartsTheResultIsTheLaunchersOwn) {
+  Fixture f;
+  ProcessLauncher launcher(f.options(1s));
+  auto make_group = [&](int) { return std::vector<ProcessSpec>{shell(0, "exit 4")}; };
+  RestartResult result = run_with_restarts(launcher, make_group, {.log_fd = f.err.fd()});
+  EXPECT_EQ(result.message, "rank 0 exited with status 4");
+  EXPECT_EQ(result.exit_code(), 4);
+  EXPECT_EQ(f.err.read(), "");
+  EXPECT_THROW(run_with_restarts(launcher, make_group, {.max_restarts = -1}), ValueError);
 }
 
 }  // namespace
