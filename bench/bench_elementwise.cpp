@@ -65,6 +65,7 @@ void binary_kernel_bench(benchmark::State& state, DType dtype) {
 
 void BM_add_f32_kernel(benchmark::State& state) { binary_kernel_bench(state, DType::f32); }
 void BM_add_f16_kernel(benchmark::State& state) { binary_kernel_bench(state, DType::f16); }
+void BM_add_bf16_kernel(benchmark::State& state) { binary_kernel_bench(state, DType::bf16); }
 
 void BM_add_f32_inplace(benchmark::State& state) {
   set_num_threads(int(state.range(0)));
@@ -120,6 +121,7 @@ BENCHMARK(BM_add_f32_kernel)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMi
 BENCHMARK(BM_add_f32_inplace)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_add_f32_alloc)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_add_f16_kernel)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_add_bf16_kernel)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_transpose_f32)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_relu_f32)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_gelu_erf_f32)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -34,6 +34,29 @@ inline constexpr bool is_16bit_v = std::is_same_v<T, Half> || std::is_same_v<T, 
 template <class T>
 using compute_t = std::conditional_t<is_16bit_v<T>, float, T>;
 
+#if defined(__AVX2__)
+// bf16 <-> f32 for 8 values in registers, with the rules of tensor/half.h bit for bit: widening
+// is a 16-bit shift; narrowing rounds to nearest even (add 0x7fff plus the lowest kept bit)
+// and turns a NaN into a quiet NaN of the same sign and top payload bits ((x >> 16) | 0x40).
+inline __m256 bf16x8_to_f32(const BFloat16* src) {
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+inline void f32x8_to_bf16(__m256 v, BFloat16* dst) {
+  const __m256i x = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_srli_epi32(
+      _mm256_add_epi32(x, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
+  const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff)),
+                                         _mm256_set1_epi32(0x7f800000));
+  const __m256i bits = _mm256_blendv_epi8(rounded, quiet, nan);  // each lane < 0x10000
+  // Pack the 32-bit lanes to 16 bits; packus works per 128-bit half, so restore the order.
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(bits, bits), 0xd8);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(packed));
+}
+#endif
+
 // Contiguous block conversions between a stored type T and its compute type. For f16 they
 // use the F16C instructions when compiled with -mf16c (LOOM_AVX2): both directions are exact
 // or round to nearest even, so they agree bit for bit with tensor/half.h on every non-NaN
@@ -48,6 +71,10 @@ inline void load_block(const T* src, C* dst, int64_t m) {
       _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(
                                     reinterpret_cast<const __m128i*>(src + i))));
 #endif
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, BFloat16>)
+    for (; i + 8 <= m; i += 8) _mm256_storeu_ps(dst + i, bf16x8_to_f32(src + i));
+#endif
   for (; i < m; ++i) dst[i] = elem_cast<C>(src[i]);
 }
 template <class C, class T>
@@ -59,6 +86,10 @@ inline void store_block(const C* src, T* dst, int64_t m) {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
                        _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, BFloat16>)
+    for (; i + 8 <= m; i += 8) f32x8_to_bf16(_mm256_loadu_ps(src + i), dst + i);
 #endif
   for (; i < m; ++i) dst[i] = elem_cast<T>(src[i]);
 }
