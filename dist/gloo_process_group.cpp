@@ -22,6 +22,7 @@
 #include <sstream>
 #include <vector>
 
+#include "dist/gloo_reduce_scatter.h"
 #include "dist/gloo_store.h"
 #include "dist/launcher_watch.h"
 #include "dist/reduce_op.h"
@@ -278,14 +279,55 @@ GlooProcessGroup::GlooProcessGroup(int rank, int size, std::shared_ptr<TCPStore>
   }
   // Collective on every rank (the ranks that opt out say so, so all decide alike).
   const bool want_shm = options.shared_memory.value_or(shared_memory_from_env());
+  topology_.nodes.assign(1, {});
+  for (int r = 0; r < size_; ++r) topology_.nodes[0].push_back(r);
+  topology_.local_rank = rank_;
   try {
-    shm_ = ShmAllReduce::try_create(rank_, size_, *store_, key_prefix(group_name_) + "/shm",
-                                    timeout_, want_shm);
+    if (size_ > 1) {
+      // Who shares a node: one exchange, then every rank decides alike (NodeTopology).
+      const std::string key =
+          want_shm ? options.node_key.value_or(local_node_key()) : std::string();
+      topology_ =
+          exchange_node_keys(rank_, size_, *store_, key_prefix(group_name_) + "/node", key, timeout_);
+    }
+    if (topology_.nodes.size() > 1 && topology_.all_keyed) {
+      set_up_node_shared_memory();
+    } else {
+      shm_ = ShmAllReduce::try_create(rank_, size_, *store_, key_prefix(group_name_) + "/shm",
+                                      timeout_, want_shm);
+    }
   } catch (const RuntimeError& e) {
     throw RuntimeError(detail::concat("GlooProcessGroup '", group_name_, "' rank ", rank_, "/",
                                       size_, ": shared-memory setup failed: ", e.what()));
   }
   worker_ = std::thread([this] { worker_loop(); });
+}
+
+void GlooProcessGroup::set_up_node_shared_memory() {
+  // A segment per node of several ranks; a node of one rank needs none. The group is
+  // hierarchical only when every node succeeded, else every rank falls back to Gloo alone
+  // (a split decision would pair shared-memory barriers with TCP messages).
+  const int n_local = topology_.local_size();
+  std::string why;
+  if (n_local > 1) {
+    node_shm_ = ShmAllReduce::try_create(
+        topology_.local_rank, n_local, *store_,
+        key_prefix(group_name_) + "/shm/node" + std::to_string(topology_.node), timeout_,
+        /*wanted=*/true, &why);
+  }
+  const bool ok = n_local == 1 || node_shm_ != nullptr;
+  const std::string base = key_prefix(group_name_) + "/hier/";
+  std::vector<std::string> keys;
+  for (int r = 0; r < size_; ++r) keys.push_back(base + std::to_string(r));
+  store_->set(keys[size_t(rank_)], ok ? std::string("ok") : "no: " + why);
+  store_->wait(keys, timeout_);
+  bool all_ok = ok;
+  for (int r = 0; r < size_ && all_ok; ++r)
+    all_ok = r == rank_ || store_->get_string(keys[size_t(r)]) == "ok";
+  bool some_shared = false;
+  for (const auto& node : topology_.nodes) some_shared = some_shared || node.size() > 1;
+  hierarchical_ = all_ok && some_shared;
+  if (!hierarchical_) node_shm_.reset();
 }
 
 GlooProcessGroup::~GlooProcessGroup() {
@@ -476,6 +518,10 @@ void GlooProcessGroup::reduce_native(T* data, int64_t numel, ReduceOp op, uint32
     shm_->run(data, numel, dtype_of<T>(), op);  // applies avg itself
     return;
   }
+  if (hierarchical_ && ShmAllReduce::supports(dtype_of<T>(), op)) {
+    run_hierarchical_all_reduce(data, numel, dtype_of<T>(), op, tag);
+    return;
+  }
   gloo_all_reduce(context_, data, numel, op, tag, timeout_);
   if (op == ReduceOp::avg) divide_by(data, numel, size_);
 }
@@ -492,7 +538,9 @@ void GlooProcessGroup::run_all_reduce(void* data, int64_t numel, DType dtype, Re
       reduce_native(scratch.data(), numel, op, tag);
       narrow_into(scratch, p);
     } else if constexpr (std::is_same_v<T, bool>) {
-      gloo_all_reduce(context_, reinterpret_cast<uint8_t*>(p), numel, op, tag, timeout_);
+      // 0/1 bytes: or is max, and is min (a byte sum would make true + true a 2).
+      gloo_all_reduce(context_, reinterpret_cast<uint8_t*>(p), numel,
+                      op == ReduceOp::min ? ReduceOp::min : ReduceOp::max, tag, timeout_);
     } else if constexpr (std::is_same_v<T, uint8_t>) {
       gloo_all_reduce(context_, p, numel, op, tag, timeout_);
       if (op == ReduceOp::avg) divide_by(p, numel, size_);
@@ -631,7 +679,6 @@ std::shared_ptr<Work> GlooProcessGroup::reduce_scatter_async(const Tensor& out,
 void GlooProcessGroup::run_reduce_scatter(const void* in, void* out, int64_t block, DType dtype,
                                           ReduceOp op, uint32_t tag) {
   if (block == 0) return;
-  const size_t esize = dtype_size(dtype);
   if (shm_) {
     if (ShmAllReduce::supports(dtype, op)) {
       shm_->reduce_scatter(in, out, block, dtype, op);
@@ -650,12 +697,8 @@ void GlooProcessGroup::run_reduce_scatter(const void* in, void* out, int64_t blo
     });
     if (done) return;
   }
-  // All-reduce a copy of the whole input (the input is not ours to overwrite), keep our
-  // block: size() times the bytes of a ring reduce-scatter, see the header.
-  std::vector<unsigned char> scratch(size_t(block * size_) * esize);
-  std::memcpy(scratch.data(), in, scratch.size());
-  run_all_reduce(scratch.data(), block * size_, dtype, op, tag);
-  std::memcpy(out, scratch.data() + size_t(block * rank_) * esize, size_t(block) * esize);
+  // Over TCP (across hosts, or LOOM_SHM=0): the direct exchange of dist/gloo_reduce_scatter.h.
+  gloo_reduce_scatter(*context_, in, out, block, dtype, op, tag, timeout_);
 }
 
 std::shared_ptr<Work> GlooProcessGroup::barrier_async() {

@@ -24,9 +24,32 @@
 //
 // all_gather and reduce_scatter between ranks of one host go through the shared-memory
 // segment too (reduce_scatter: each rank reduces only its own block, 1/size() of an
-// all_reduce's work). Over TCP, reduce_scatter is an all_reduce of the whole input followed
-// by a copy of this rank's block: it moves size() times more bytes than a true reduce-scatter
-// ring would. Simple and exact; revisit if it matters across hosts.
+// all_reduce's work). Over TCP, reduce_scatter is a direct exchange (dist/gloo_reduce_scatter.h):
+// each rank sends block p of its input to rank p and folds the blocks it receives in rank
+// order, so it moves (size - 1) / size of the input per rank, half of a ring all_reduce, and
+// its block equals the shared-memory path's bit for bit.
+//
+// Note [Hierarchical all_reduce]: at construction every rank publishes a node key (GlooOptions
+// ::node_key, by default local_node_key(): boot id and /dev/shm identity, dist/node_topology.h).
+// One node: the whole-group segment above. Several nodes, every rank willing: one segment per
+// node of two or more ranks, and all_reduce of f32/f64/i64/i32 (f16/bf16 widened to f32) runs
+//   1. leader of node k > 0 (its lowest rank) receives the fold of nodes 0..k-1 from leader
+//      k-1 and folds its own data onto it;
+//   2. the node folds over shared memory, the leader's (continued) data first;
+//   3. leader k < last sends that to leader k+1; the last leader then holds the whole fold and
+//      sends it to every other leader, which broadcasts it in its node over shared memory;
+//   4. avg divides once, by size(), on every rank.
+// So the fold is the nodes in order of their lowest rank, each node's ranks ascending:
+// with consecutive ranks per node (loomrun's layout) exactly the rank-order fold of one host,
+// bit for bit equal to a single-host run of the same ranks; in any case the same on every rank
+// and fixed for a fixed topology. Only leaders use TCP for it: per all_reduce of S bytes a
+// leader sends and receives S at most (the last sends S to each other leader). The chain is
+// not pipelined: its stages run one after the other. u8 and bool all_reduce, broadcast,
+// all_gather and barrier stay on Gloo over all ranks; reduce_scatter is the direct exchange
+// above (its cross-node bytes are already the minimum, and its fold is rank order). Each
+// collective first runs the call check over Gloo (Note [Call check over Gloo]), across nodes.
+// LOOM_SHM=0 turns all of it off (every collective over TCP); so does a node whose segment
+// cannot be created, on every rank.
 //
 // Errors: bad arguments throw ValueError from the *_async call itself (nothing is queued);
 // failures while running (a dead peer, a timeout, any exception out of Gloo) are rethrown by
@@ -71,6 +94,7 @@
 #include <string>
 #include <thread>
 
+#include "dist/node_topology.h"
 #include "dist/process_group.h"
 #include "dist/tcp_store.h"
 
@@ -94,6 +118,10 @@ struct GlooOptions {
   // The shared-memory all_reduce between ranks on one host; unset: on unless LOOM_SHM is "0"
   // or "false". A rank that opts out turns it off for the whole group.
   std::optional<bool> shared_memory;
+  // Which node (shared-memory domain) this rank is on, compared between ranks; unset:
+  // local_node_key() (dist/node_topology.h). Tests set it to lay out several "nodes" on one
+  // host; ranks with equal keys must be able to open each other's /dev/shm segments.
+  std::optional<std::string> node_key;
 };
 
 // True when LOOM_DEBUG_COLLECTIVES is set to a value other than "", "0" or "false" (any case).
@@ -120,6 +148,10 @@ class GlooProcessGroup : public ProcessGroup {
   bool debug() const { return debug_; }
   // Whether the collectives go through shared memory (same host, see the header comment).
   bool shared_memory() const { return shm_ != nullptr; }
+  // Whether the ranks span several nodes and all_reduce is hierarchical (Note [Hierarchical
+  // all_reduce]); topology() says which ranks share a node.
+  bool hierarchical() const { return hierarchical_; }
+  const NodeTopology& topology() const { return topology_; }
   const std::string& group_name() const { return group_name_; }
   // GlooOptions::hostname: the address this rank advertised to its peers.
   const std::string& address() const { return address_; }
@@ -171,6 +203,11 @@ class GlooProcessGroup : public ProcessGroup {
   void run_reduce_scatter(const void* in, void* out, int64_t block, DType dtype, ReduceOp op,
                           uint32_t tag);
   void run_barrier(uint32_t tag);
+  // Note [Hierarchical all_reduce]: f32/f64/i64/i32 in place (dist/hierarchical_all_reduce.cpp).
+  void run_hierarchical_all_reduce(void* data, int64_t numel, DType dtype, ReduceOp op,
+                                   uint32_t tag);
+  // Multi-node set-up: the node-local segments and the all-or-nothing decision (constructor).
+  void set_up_node_shared_memory();
 
   int rank_;
   int size_;
@@ -180,6 +217,9 @@ class GlooProcessGroup : public ProcessGroup {
   bool debug_;
   std::shared_ptr<gloo::Context> context_;
   std::unique_ptr<ShmAllReduce> shm_;  // null: every all_reduce goes through Gloo
+  NodeTopology topology_;              // one node of every rank unless keys were exchanged
+  std::unique_ptr<ShmAllReduce> node_shm_;  // this node's ranks, when hierarchical_
+  bool hierarchical_ = false;
 
   std::mutex mutex_;
   std::condition_variable cv_;

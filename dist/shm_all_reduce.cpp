@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "dist/elementwise_reduce.h"
 #include "dist/reduce_op.h"
 #include "tensor/error.h"
 
@@ -77,28 +78,6 @@ long futex(std::atomic<uint32_t>* word, int op, uint32_t value, const timespec* 
 }
 
 void cpu_relax() { __builtin_ia32_pause(); }
-
-// Element-wise combinations. Integer sums go through the unsigned type: they wrap like Gloo's
-// two's-complement adds, without signed-overflow UB.
-template <class T>
-struct Sum {
-  T operator()(T a, T b) const {
-    if constexpr (std::is_integral_v<T>) {
-      using U = std::make_unsigned_t<T>;
-      return T(U(a) + U(b));
-    } else {
-      return a + b;
-    }
-  }
-};
-template <class T>
-struct Max {
-  T operator()(T a, T b) const { return a < b ? b : a; }  // std::max(a, b), as gloo::max
-};
-template <class T>
-struct Min {
-  T operator()(T a, T b) const { return b < a ? b : a; }  // std::min(a, b), as gloo::min
-};
 
 // out = fold of op over srcs[0..n_src) in order; out is private memory, srcs are slots, so
 // the restrict pointers hold and both loops compile to packed SIMD.
