@@ -18,6 +18,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/adam_avx512.h"
+#include "kernels/cpu/capability.h"
 #include "optim/fused_loop.h"
 #include "tensor/native.h"
 
@@ -53,6 +55,13 @@ void adam_block(C* __restrict param, const C* __restrict grad, C* __restrict m,
   const C wd = decoupled ? C(0) : C(o.weight_decay);
   const C decay = decoupled ? C(s.decay) : C(1);
   const C step_size = C(s.step_size), inv_bc2_sqrt = C(1.0 / s.bc2_sqrt);
+  if constexpr (std::is_same_v<C, float>) {  // from avx512: kernels/cpu/adam_avx512.h
+    if (cpu_level() >= CpuLevel::avx512) {
+      kernels::cpu::adam_block_f32_avx512(param, grad, m, v, kAmsgrad ? vmax : nullptr, n,
+                                          {b1, b2, eps, wd, decay, step_size, inv_bc2_sqrt});
+      return;
+    }
+  }
   C denom[fused::kBlock];
   for (int64_t i = 0; i < n; ++i) {
     const C p = param[i] * decay;                  // AdamW: θ = θ (1 - γλ)

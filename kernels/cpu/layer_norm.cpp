@@ -3,7 +3,8 @@
 // Forward: rows split across threads. Backward: rows are cut into at most kMaxBlocks blocks
 // whose size depends on M only; each block computes its rows' grad_x and its own partial
 // grad_w / grad_b, and the partials are added in block order afterwards, so results do not
-// depend on the thread count. 16-bit rows are converted into thread-local f32 rows.
+// depend on the thread count. 16-bit rows are converted into thread-local f32 rows. f32 rows
+// take the AVX-512 row routines from that level on (layer_norm_avx512.h).
 #include "kernels/cpu/layer_norm.h"
 
 #include <algorithm>
@@ -11,6 +12,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/capability.h"
+#include "kernels/cpu/layer_norm_avx512.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/reduce.h"
 #include "kernels/cpu/strided.h"
@@ -44,11 +47,20 @@ void forward_kernel(const void* xv, const void* wv, const void* bv, void* yv, vo
   T* y = static_cast<T*>(yv);
   S* mean = static_cast<S*>(meanv);
   S* rstd = static_cast<S*>(rstdv);
+  const bool avx512 = cpu_level() >= CpuLevel::avx512;  // f32 rows: layer_norm_avx512.h
   parallel_for(0, M, std::max<int64_t>(1, kGrain / std::max<int64_t>(K, 1)), [&](int64_t b,
                                                                                int64_t e) {
     thread_local std::vector<S> xbuf, wbuf, bbuf;
     const S* w = wv ? as_compute(static_cast<const T*>(wv), K, wbuf) : nullptr;
     const S* bias = bv ? as_compute(static_cast<const T*>(bv), K, bbuf) : nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (avx512) {
+        for (int64_t m = b; m < e; ++m)
+          layer_norm_row_f32_avx512(x + m * K, w, bias, y + m * K, K, float(eps), mean + m,
+                                    rstd + m);
+        return;
+      }
+    }
     for (int64_t m = b; m < e; ++m) {
       const S* row = as_compute(x + m * K, K, xbuf);
       S mu = sum_contiguous(row, K) / S(K);
@@ -83,6 +95,7 @@ void backward_kernel(const void* gv, const void* xv, const void* meanv, const vo
   // (blocks, K) partial sums of g * xhat and of g.
   std::vector<S> part_w(partials ? size_t(blocks * K) : 0), part_b(partials ? size_t(blocks * K) : 0);
   int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, rows_per_block * K));
+  const bool avx512 = cpu_level() >= CpuLevel::avx512;  // f32 rows: layer_norm_avx512.h
   parallel_for(0, blocks, grain, [&](int64_t bb, int64_t be) {
     thread_local std::vector<S> gbuf, xbuf, wbuf, gh, xhat;
     const S* w = wv ? as_compute(static_cast<const T*>(wv), K, wbuf) : nullptr;
@@ -94,6 +107,14 @@ void backward_kernel(const void* gv, const void* xv, const void* meanv, const vo
       if (partials) {
         std::fill(pw, pw + K, S(0));
         std::fill(pb, pb + K, S(0));
+      }
+      if constexpr (std::is_same_v<T, float>) {
+        if (avx512) {
+          for (int64_t m = blk * rows_per_block, m1 = std::min(M, m + rows_per_block); m < m1; ++m)
+            layer_norm_backward_row_f32_avx512(g + m * K, x + m * K, mean[m], rstd[m], w,
+                                               gx + m * K, pw, pb, K);
+          continue;
+        }
       }
       for (int64_t m = blk * rows_per_block, m1 = std::min(M, m + rows_per_block); m < m1; ++m) {
         const S* grow = as_compute(g + m * K, K, gbuf);
