@@ -8,6 +8,7 @@ Bytes: the parameters' nbytes, and the growth of the process's peak RSS.
 
   /usr/bin/python3 bench/init_module_torch.py              # meta, then normal (~4 GB, seconds)
   /usr/bin/python3 bench/init_module_torch.py --skip_normal
+  /usr/bin/python3 bench/init_module_torch.py --layers 2 --width 4096   # a smaller stack
 """
 import argparse
 import resource
@@ -18,8 +19,8 @@ import torch
 LAYERS, WIDTH = 15, 8192
 
 
-def build(device):
-    return torch.nn.Sequential(*[torch.nn.Linear(WIDTH, WIDTH, device=device) for _ in range(LAYERS)])
+def build(device, layers=LAYERS, width=WIDTH):
+    return torch.nn.Sequential(*[torch.nn.Linear(width, width, device=device) for _ in range(layers)])
 
 
 def peak_rss_bytes():
@@ -30,25 +31,30 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--skip_normal", action="store_true")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--layers", type=int, default=LAYERS)
+    p.add_argument("--width", type=int, default=WIDTH)
     args = p.parse_args()
+    shape = (args.layers, args.width)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{LAYERS} x Linear({WIDTH}, {WIDTH})")
-    build("meta")  # warm-up: first-call costs of the meta path
+          f"{args.layers} x Linear({args.width}, {args.width})")
+    build("meta", *shape)  # warm-up: first-call costs of the meta path
+    meta_rss0 = peak_rss_bytes()
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
-        m = build("meta")
+        m = build("meta", *shape)
         times.append(time.perf_counter() - t0)
     params = sum(q.numel() for q in m.parameters())
     print(f"{'construction':<16} {'time':>14} {'param bytes':>16} {'peak RSS growth':>16} {'params':>14}")
-    print(f"{'meta':<16} {sorted(times)[2] * 1e3:>11.3f} ms {0:>16} {0:>16} {params:>14}")
+    meta_growth = peak_rss_bytes() - meta_rss0
+    print(f"{'meta':<16} {sorted(times)[2] * 1e3:>11.3f} ms {0:>16} {meta_growth:>16} {params:>14}")
     if args.skip_normal:
         return
     rss0 = peak_rss_bytes()
     t0 = time.perf_counter()
-    m = build("cpu")
+    m = build("cpu", *shape)
     s = time.perf_counter() - t0
     nbytes = sum(q.numel() * q.element_size() for q in m.parameters())
     print(f"{'cpu (normal)':<16} {s:>12.3f} s  {nbytes:>16} {peak_rss_bytes() - rss0:>16} {params:>14}")
