@@ -16,6 +16,10 @@
 // slot: ~6.5 N of memory traffic per rank, no kernel copies. TCP loopback: each byte crosses
 // the kernel twice per direction (send copy + receive copy) plus the reduction.
 //
+// `bench_allreduce reduce_scatter [ranks]` (default 4) measures instead reduce_scatter over TCP
+// on that many ranks: the direct exchange against the all_reduce-and-copy it replaced, time
+// and the bytes the loopback carried (run_reduce_scatter_rank).
+//
 // Not Google Benchmark: its runner would drive one process and not know about the peer. Both
 // ranks run the same fixed schedule; rank 0 times each call and prints the medians. Bandwidth
 // is algorithm bandwidth, bytes / time (as nccl-tests' algbw).
@@ -29,6 +33,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -199,26 +205,132 @@ void run_rank(int rank, int port) {
                find("4 KiB", "ProcessGroup tcp").seconds.min) * 1e6);
 }
 
+// Bytes this network namespace's loopback has sent so far (/proc/net/dev, "lo:" transmit).
+double loopback_tx_bytes() {
+  std::FILE* f = std::fopen("/proc/net/dev", "r");
+  if (f == nullptr) return 0;
+  char line[512];
+  double tx = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    std::string l(line);
+    const size_t colon = l.find(':');
+    if (colon == std::string::npos || l.substr(0, colon).find("lo") == std::string::npos) continue;
+    if (l.substr(0, colon).find_first_not_of(" lo") != std::string::npos) continue;
+    double v[16] = {};
+    if (std::sscanf(l.c_str() + colon + 1,
+                    "%lf %lf %lf %lf %lf %lf %lf %lf %lf %lf %lf %lf %lf %lf %lf %lf", &v[0],
+                    &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11],
+                    &v[12], &v[13], &v[14], &v[15]) >= 9)
+      tx = v[8];
+  }
+  std::fclose(f);
+  return tx;
+}
+
+// Mode "reduce_scatter [ranks]": reduce_scatter over TCP (shared memory off, as across hosts)
+// as the direct exchange of dist/gloo_reduce_scatter.h against what it replaced, an all_reduce
+// of a copy of the input and a copy of this rank's block, on `world` ranks of this host. Time
+// per call on rank 0 (interleaved, medians) and the bytes the loopback carried per call, all
+// ranks together (the store's few bytes included), read from /proc/net/dev.
+void run_reduce_scatter_rank(int rank, int world, int port) {
+  ProcessGroupOptions o;
+  o.rank = rank;
+  o.world_size = world;
+  o.master_port = port;
+  o.timeout = 120s;
+  o.debug = false;
+  o.shared_memory = false;
+  auto pg = init_process_group(o);
+  auto store = store_of(*pg);
+  const int64_t block = (16 << 20) / 4 / world;  // 16 MiB of f32 input in all
+  Tensor in = zeros({world * block}, DType::f32);
+  Tensor out = zeros({block}, DType::f32);
+  Tensor scratch = zeros({world * block}, DType::f32);
+  auto run_direct = [&] {
+    Tensor r = pg->reduce_scatter(in.view({world, block}));
+    (void)r;
+  };
+  auto run_old = [&] {
+    std::memcpy(scratch.data_ptr<float>(), in.data_ptr<float>(), size_t(world * block) * 4);
+    pg->all_reduce(scratch);
+    std::memcpy(out.data_ptr<float>(), scratch.data_ptr<float>() + rank * block, size_t(block) * 4);
+  };
+  for (int i = 0; i < 3; ++i) run_direct(), run_old();
+  constexpr int kReps = 15;
+  std::vector<double> t_direct, t_old;
+  for (int i = 0; i < kReps; ++i) {
+    t_direct.push_back(time_once(run_direct));
+    t_old.push_back(time_once(run_old));
+  }
+  // Bytes: each path alone between barriers, so the counter sees only its traffic.
+  double bytes[2] = {0, 0};
+  for (int path = 0; path < 2; ++path) {
+    store_barrier(*store, "bench/rs/bytes" + std::to_string(path), world, 60s);
+    const double before = loopback_tx_bytes();
+    for (int i = 0; i < kReps; ++i) path == 0 ? run_direct() : run_old();
+    store_barrier(*store, "bench/rs/bytes_end" + std::to_string(path), world, 60s);
+    bytes[path] = (loopback_tx_bytes() - before) / kReps;
+  }
+  store_barrier(*store, "bench/end", world, 60s);
+  if (rank != 0) return;
+  const Stats d = stats(t_direct), a = stats(t_old);
+  const double input = double(world * block) * 4;
+  std::printf("reduce_scatter f32 sum over TCP (shared memory off), %d ranks on one host, %.0f MiB "
+              "input per rank; per call on rank 0\n",
+              world, input / (1 << 20));
+  std::printf("%-34s %12s %12s %16s %16s\n", "path", "median", "min", "loopback bytes",
+              "x input / rank");
+  std::printf("%-34s %9.2f ms %9.2f ms %16.0f %16.2f\n", "direct exchange (now)", d.median * 1e3,
+              d.min * 1e3, bytes[0], bytes[0] / world / input);
+  std::printf("%-34s %9.2f ms %9.2f ms %16.0f %16.2f\n", "all_reduce + copy (before)",
+              a.median * 1e3, a.min * 1e3, bytes[1], bytes[1] / world / input);
+  std::printf("time before / now (medians): %.2fx; bytes before / now: %.2fx (expected "
+              "2 (n-1)/n / ((n-1)/n) = 2)\n",
+              a.median / d.median, bytes[1] / bytes[0]);
+}
+
 }  // namespace
 
-int main() {
-  const int port = find_free_port();
-  pid_t child = fork();
-  if (child < 0) {
-    std::perror("fork");
-    return 1;
+int main(int argc, char** argv) {
+  const bool reduce_scatter = argc > 1 && std::string(argv[1]) == "reduce_scatter";
+  if (argc > 1 && !reduce_scatter) {
+    std::fprintf(stderr, "usage: bench_allreduce [reduce_scatter [ranks]]\n");
+    return 2;
   }
-  const int rank = child == 0 ? 1 : 0;
+  const int world = reduce_scatter ? (argc > 2 ? std::atoi(argv[2]) : 4) : 2;
+  if (world < 2 || world > 16) {
+    std::fprintf(stderr, "bench_allreduce: ranks must be in 2..16\n");
+    return 2;
+  }
+  const int port = find_free_port();
+  std::vector<pid_t> children;
+  int rank = 0;
+  for (int r = 1; r < world; ++r) {
+    pid_t child = fork();
+    if (child < 0) {
+      std::perror("fork");
+      return 1;
+    }
+    if (child == 0) {
+      rank = r;
+      children.clear();
+      break;
+    }
+    children.push_back(child);
+  }
   int rc = 0;
   try {
-    run_rank(rank, port);
+    if (reduce_scatter) run_reduce_scatter_rank(rank, world, port);
+    else run_rank(rank, port);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rank %d: %s\n", rank, e.what());
     rc = 1;
   }
-  if (child == 0) _exit(rc);
-  int status = 0;
-  waitpid(child, &status, 0);
-  if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) rc = 1;
+  if (rank != 0) _exit(rc);
+  for (pid_t child : children) {
+    int status = 0;
+    waitpid(child, &status, 0);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) rc = 1;
+  }
   return rc;
 }
