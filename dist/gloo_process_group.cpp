@@ -556,6 +556,10 @@ void GlooProcessGroup::run_broadcast(void* data, int64_t nbytes, int src, uint32
     shm_->broadcast(data, nbytes, src);
     return;
   }
+  if (hierarchical_) {
+    run_hierarchical_broadcast(data, nbytes, src, tag);
+    return;
+  }
   gloo::BroadcastOptions opts(context_);
   opts.setOutput(static_cast<char*>(data), size_t(nbytes));
   opts.setRoot(src);
@@ -568,6 +572,10 @@ void GlooProcessGroup::run_all_gather(void* out, const void* in, int64_t nbytes,
   if (nbytes == 0) return;
   if (shm_) {
     shm_->all_gather(out, in, nbytes);
+    return;
+  }
+  if (hierarchical_) {
+    run_hierarchical_all_gather(out, in, nbytes, tag);
     return;
   }
   gloo::AllgatherOptions opts(context_);

@@ -44,9 +44,12 @@
 // bit for bit equal to a single-host run of the same ranks; in any case the same on every rank
 // and fixed for a fixed topology. Only leaders use TCP for it: per all_reduce of S bytes a
 // leader sends and receives S at most (the last sends S to each other leader). The chain is
-// not pipelined: its stages run one after the other. u8 and bool all_reduce, broadcast,
-// all_gather and barrier stay on Gloo over all ranks; reduce_scatter is the direct exchange
-// above (its cross-node bytes are already the minimum, and its fold is rank order). Each
+// not pipelined: its stages run one after the other. broadcast: within src's node over shared
+// memory to its leader, from that leader to every other leader, then within each node from
+// its leader. all_gather: each node gathers over shared memory, leaders swap their nodes'
+// blocks, each leader broadcasts the whole output in its node. u8 and bool all_reduce and
+// barrier stay on Gloo over all ranks; reduce_scatter is the direct exchange above (its
+// cross-node bytes are already the minimum, and its fold is rank order). Each
 // collective first runs the call check over Gloo (Note [Call check over Gloo]), across nodes.
 // LOOM_SHM=0 turns all of it off (every collective over TCP); so does a node whose segment
 // cannot be created, on every rank.
@@ -206,6 +209,9 @@ class GlooProcessGroup : public ProcessGroup {
   // Note [Hierarchical all_reduce]: f32/f64/i64/i32 in place (dist/hierarchical_all_reduce.cpp).
   void run_hierarchical_all_reduce(void* data, int64_t numel, DType dtype, ReduceOp op,
                                    uint32_t tag);
+  // Note [Hierarchical all_reduce], broadcast and all_gather: bytes of any dtype.
+  void run_hierarchical_broadcast(void* data, int64_t nbytes, int src, uint32_t tag);
+  void run_hierarchical_all_gather(void* out, const void* in, int64_t nbytes, uint32_t tag);
   // Multi-node set-up: the node-local segments and the all-or-nothing decision (constructor).
   void set_up_node_shared_memory();
 

@@ -1,10 +1,13 @@
-// GlooProcessGroup's all_reduce across nodes: shared memory within each node, one leader per
-// node on TCP. Note [Hierarchical all_reduce] in gloo_process_group.h says what and why.
+// GlooProcessGroup's all_reduce, broadcast and all_gather across nodes: shared memory within
+// each node, one leader per node on TCP. Note [Hierarchical all_reduce] in
+// gloo_process_group.h says what and why.
 #include <gloo/context.h>
 #include <gloo/transport/unbound_buffer.h>
 #include <gloo/types.h>
 
 #include <algorithm>
+#include <cstring>
+#include <memory>
 #include <vector>
 
 #include "dist/elementwise_reduce.h"
@@ -19,10 +22,10 @@ namespace loom::dist {
 namespace {
 
 void wait_recv(gloo::transport::UnboundBuffer& buf, std::chrono::milliseconds timeout) {
-  if (!buf.waitRecv(timeout)) throw RuntimeError("hierarchical all_reduce: a receive was aborted");
+  if (!buf.waitRecv(timeout)) throw RuntimeError("hierarchical collective: a receive was aborted");
 }
 void wait_send(gloo::transport::UnboundBuffer& buf, std::chrono::milliseconds timeout) {
-  if (!buf.waitSend(timeout)) throw RuntimeError("hierarchical all_reduce: a send was aborted");
+  if (!buf.waitSend(timeout)) throw RuntimeError("hierarchical collective: a send was aborted");
 }
 
 template <class T>
@@ -64,6 +67,76 @@ void hierarchical_typed(gloo::Context& ctx, ShmAllReduce* node_shm, const NodeTo
 }
 
 }  // namespace
+
+void GlooProcessGroup::run_hierarchical_broadcast(void* data, int64_t nbytes, int src,
+                                                  uint32_t tag) {
+  const NodeTopology& topo = topology_;
+  int src_node = 0;
+  while (std::find(topo.nodes[size_t(src_node)].begin(), topo.nodes[size_t(src_node)].end(),
+                   src) == topo.nodes[size_t(src_node)].end())
+    ++src_node;
+  const auto& src_ranks = topo.nodes[size_t(src_node)];
+  const int src_local = int(std::find(src_ranks.begin(), src_ranks.end(), src) - src_ranks.begin());
+  const uint64_t slot = gloo::Slot::build(kHierarchicalSlotPrefix, tag);
+  // 1. In src's node, src's bytes reach its leader (and the rest of the node).
+  if (topo.node == src_node && node_shm_ && src_local != 0)
+    node_shm_->broadcast(data, nbytes, src_local);
+  // 2. src's leader sends them to every other leader.
+  if (topo.is_leader()) {
+    auto buf = context_->createUnboundBuffer(data, size_t(nbytes));
+    if (topo.node == src_node) {
+      for (int n = 0; n < int(topo.nodes.size()); ++n)
+        if (n != src_node) buf->send(topo.leader(n), slot);
+      for (int n = 0; n < int(topo.nodes.size()) - 1; ++n) wait_send(*buf, timeout_);
+    } else {
+      buf->recv(topo.leader(src_node), slot);
+      wait_recv(*buf, timeout_);
+    }
+  }
+  // 3. Every other node: from its leader over shared memory. In src's node, a leader src
+  // still has to hand its bytes to the others.
+  if (node_shm_ && (topo.node != src_node || src_local == 0)) node_shm_->broadcast(data, nbytes, 0);
+}
+
+void GlooProcessGroup::run_hierarchical_all_gather(void* out, const void* in, int64_t nbytes,
+                                                   uint32_t tag) {
+  const NodeTopology& topo = topology_;
+  auto* dst = static_cast<unsigned char*>(out);
+  const auto& mine = topo.nodes[size_t(topo.node)];
+  // 1. The node's inputs, in local rank order, then into their ranks' places in out.
+  std::vector<unsigned char> local(mine.size() * size_t(nbytes));
+  if (node_shm_) node_shm_->all_gather(local.data(), in, nbytes);
+  else std::memcpy(local.data(), in, size_t(nbytes));
+  for (size_t i = 0; i < mine.size(); ++i)
+    std::memcpy(dst + size_t(mine[i]) * size_t(nbytes), local.data() + i * size_t(nbytes),
+                size_t(nbytes));
+  // 2. Leaders swap their nodes' blocks.
+  if (topo.is_leader() && topo.nodes.size() > 1) {
+    const uint64_t slot = gloo::Slot::build(kHierarchicalSlotPrefix, tag);
+    auto send = context_->createUnboundBuffer(local.data(), local.size());
+    std::vector<std::vector<unsigned char>> theirs(topo.nodes.size());
+    std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> recvs(topo.nodes.size());
+    for (int n = 0; n < int(topo.nodes.size()); ++n) {
+      if (n == topo.node) continue;
+      theirs[size_t(n)].resize(topo.nodes[size_t(n)].size() * size_t(nbytes));
+      recvs[size_t(n)] =
+          context_->createUnboundBuffer(theirs[size_t(n)].data(), theirs[size_t(n)].size());
+      recvs[size_t(n)]->recv(topo.leader(n), slot);
+      send->send(topo.leader(n), slot);
+    }
+    for (int n = 0; n < int(topo.nodes.size()); ++n) {
+      if (n == topo.node) continue;
+      wait_recv(*recvs[size_t(n)], timeout_);
+      const auto& ranks = topo.nodes[size_t(n)];
+      for (size_t i = 0; i < ranks.size(); ++i)
+        std::memcpy(dst + size_t(ranks[i]) * size_t(nbytes),
+                    theirs[size_t(n)].data() + i * size_t(nbytes), size_t(nbytes));
+    }
+    for (int n = 0; n < int(topo.nodes.size()) - 1; ++n) wait_send(*send, timeout_);
+  }
+  // 3. The whole output from the leader to its node.
+  if (node_shm_) node_shm_->broadcast(out, nbytes * size_, 0);
+}
 
 void GlooProcessGroup::run_hierarchical_all_reduce(void* data, int64_t numel, DType dtype,
                                                    ReduceOp op, uint32_t tag) {

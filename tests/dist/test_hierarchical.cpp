@@ -224,15 +224,21 @@ void hierarchical_all_reduce(const Layout& l) {
             ->wait();
         check_equal_bits(out.data_ptr<float>(), reference<float>(l.fold_order, ReduceOp::avg, 300),
                          0, 300, std::string(l.name) + ": coalesced avg");
-        // The other collectives still work across nodes (over Gloo).
-        Tensor b = rank == 1 ? rank_tensor<float>(1, 9) : zeros({9}, DType::f32);
-        pg->broadcast(b, 1);
-        check_equal_bits(b.data_ptr<float>(), reference<float>({1}, ReduceOp::sum, 9), 0, 9,
-                         "broadcast");
-        Tensor g = pg->all_gather(rank_tensor<int32_t>(rank, 4));
-        for (int r = 0; r < world; ++r)
-          check_equal_bits(g.data_ptr<int32_t>() + 4 * r, reference<int32_t>({r}, ReduceOp::sum, 4),
-                           0, 4, "all_gather block " + std::to_string(r));
+        // broadcast and all_gather (hierarchical too), small and over several shared-memory
+        // chunks, from every root.
+        for (int64_t n : {int64_t(9), int64_t(ShmAllReduce::kSlotBytes) + 5}) {
+          for (int root = 0; root < world; ++root) {
+            Tensor b = rank == root ? rank_tensor<uint8_t>(root, n) : zeros({n}, DType::u8);
+            pg->broadcast(b, root);
+            check_equal_bits(b.data_ptr<uint8_t>(), reference<uint8_t>({root}, ReduceOp::sum, n),
+                             0, n, "broadcast from " + std::to_string(root));
+          }
+          Tensor g = pg->all_gather(rank_tensor<uint8_t>(rank, n));
+          for (int r = 0; r < world; ++r)
+            check_equal_bits(g.data_ptr<uint8_t>() + n * r,
+                             reference<uint8_t>({r}, ReduceOp::sum, n), 0, n,
+                             "all_gather block " + std::to_string(r));
+        }
         reduce_scatter_case<float>(*pg, rank, world, ReduceOp::sum, 50);
         pg->barrier();
         finish(*base);
@@ -313,6 +319,35 @@ TEST(HierarchicalAllReduce, SizeMismatchFailsOnEveryRankNamingBothCalls) {
     check(ok.data_ptr<float>()[0] == 4.0f, "all_reduce after the mismatch");
     finish(*base);
   }));
+}
+
+TEST(HierarchicalAllReduce, DeadLeaderFailsEveryOtherRankWithinTheTimeout) {
+  LOOM_SKIP_WITHOUT_SHM();
+  const auto start = std::chrono::steady_clock::now();
+  const auto errors = run_ranks(
+      4,
+      [](int rank, int port) {
+        auto base = make_loopback_group(rank, 4, port, 20s, false, false);
+        GlooOptions o;
+        o.timeout = 5s;
+        o.group_name = "nodes";
+        o.node_key = rank < 2 ? "a" : "b";
+        GlooProcessGroup pg(rank, 4, store_of(*base), o);
+        check(pg.hierarchical(), "hierarchical");
+        if (rank == 2) _exit(0);  // node b's leader dies before the collective
+        Tensor t = ones({1000}, DType::f32);
+        try {
+          pg.all_reduce(t);
+        } catch (const RuntimeError&) {
+          _exit(3);  // the expected end: a named error
+        }
+        check(false, "all_reduce with a dead leader did not fail");
+      },
+      30s);
+  for (int r : {0, 1, 3})
+    EXPECT_EQ(errors[size_t(r)], "exited abnormally, status " + std::to_string(3 << 8))
+        << "rank " << r;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 15s);
 }
 
 }  // namespace
