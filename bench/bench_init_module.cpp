@@ -54,7 +54,7 @@ Built build(Fabric& fabric, bool empty_init, int layers, int64_t width) {
 }
 
 void print(const char* mode, const Built& b) {
-  std::printf("init_module %s seconds %.6f peak_rss_growth_bytes %lld params %lld\n", mode,
+  std::printf("init_module %s seconds %.9f peak_rss_growth_bytes %lld params %lld\n", mode,
               b.seconds, (long long)b.rss_growth, (long long)b.params);
 }
 

@@ -258,7 +258,7 @@ mem_gb="$(awk '/^MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)"
   echo "- Environment: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset}; load average (1, 5, 15 min) at the start: $load_start, at the end: $(cut -d' ' -f1-3 /proc/loadavg) (a busy machine skews every figure; the ratios less)"
   echo "- $gpu_note"
   echo
-  echo "Loom advantage: PyTorch's time over loom's, loom's rate over PyTorch's, or PyTorch's peak RSS growth over loom's; above 1, loom is better. Threads: per process (2x1: 2 ranks of 1 thread). One-thread GEMM rates are rated by the CPU time of the thread that ran them in all three columns (bench_gemm, kernels_torch.py), so that other processes on a shared machine do not skew them; everything else by wall time. Medians throughout."
+  echo "Loom advantage: PyTorch's time over loom's, loom's rate over PyTorch's, or PyTorch's peak RSS growth over loom's; above 1, loom is better. Threads: per process (2x1: 2 ranks of 1 thread). One-thread GEMM rates are rated by the CPU time of the thread that ran them in all three columns (bench_gemm, kernels_torch.py), so that other processes on a shared machine do not skew them; everything else by wall time. Medians throughout. PyTorch runs with its defaults (OMP_WAIT_POLICY unset, so its OpenMP workers spin while they wait), which costs it most at 2 threads on a busy machine; \`bench/compare_mlp_step.sh\` also times it with OMP_WAIT_POLICY=PASSIVE."
   echo
   table
 } >"$out"
