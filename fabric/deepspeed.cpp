@@ -7,6 +7,7 @@
 #include <set>
 
 #include "autograd/grad_mode.h"
+#include "fabric/sharded_checkpoint.h"
 #include "fabric/wrappers.h"
 #include "tensor/factories.h"
 #include "tensor/native.h"
@@ -31,9 +32,11 @@ DDPOptions ddp_options_of(const DeepSpeedOptions& o) {
 
 // Stage 3 is fsdp with deepspeed's names for the knobs.
 FSDPOptions fsdp_options_of(const DeepSpeedOptions& o) {
+  check_state_dict_type(o.state_dict_type, "deepspeed");  // before fsdp's check names fsdp
   return FSDPOptions{.wrap_module_types = o.stage3_wrap_module_types,
                      .min_num_params = o.stage3_min_num_params,
-                     .ddp = ddp_options_of(o)};
+                     .ddp = ddp_options_of(o),
+                     .state_dict_type = o.state_dict_type};
 }
 
 template <class T>
@@ -230,7 +233,16 @@ std::shared_ptr<ZeroOptimizer> DeepSpeedStrategy::zero_optimizer_of(
   return nullptr;
 }
 
+ShardedCheckpointContext DeepSpeedStrategy::sharded_context() const {
+  return {.group = process_group().get(),
+          .precision_state = precision_->state_dict(),
+          .resolve_optimizer = [this](const std::shared_ptr<optim::Optimizer>& o)
+              -> std::shared_ptr<optim::Optimizer> { return zero_optimizer_of(o); }};
+}
+
 void DeepSpeedStrategy::save_checkpoint(const std::string& path, const CheckpointState& state) {
+  if (ds_.state_dict_type == "sharded")
+    return save_sharded_checkpoint(path, state, sharded_context());
   if (ds_.stage == 3) {
     for (const auto& [key, value] : state)
       if (std::holds_alternative<std::shared_ptr<optim::Optimizer>>(value))
@@ -251,6 +263,13 @@ void DeepSpeedStrategy::save_checkpoint(const std::string& path, const Checkpoin
 
 CheckpointState DeepSpeedStrategy::load_checkpoint(const std::string& path, CheckpointState& state,
                                                    bool strict) {
+  if (is_sharded_checkpoint_path(path)) {
+    std::map<std::string, double> precision_state;
+    CheckpointState rest =
+        load_sharded_checkpoint(path, state, strict, sharded_context(), &precision_state);
+    precision_->load_state_dict(precision_state);
+    return rest;
+  }
   // The user's own optimizer (re-pointed at the pieces) loads through its ZeroOptimizer, which
   // takes a full state; FabricOptimizers reach it by themselves.
   CheckpointState swapped = state;

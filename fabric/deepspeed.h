@@ -32,7 +32,8 @@
 // single-process checkpoint loads here). The price: rank 0 holds the whole optimizer state
 // while it writes, and each rank reads the whole of it while it loads. Stage 3 saves what fsdp
 // saves: the gathered model and plain values; its optimizer state is not yet saved (a
-// ValueError).
+// ValueError). state_dict_type = "sharded" avoids all three, at every stage: each rank writes
+// and reads only its partition, optimizer state included (fabric/sharded_checkpoint.h).
 //
 // Not supported: 16-mixed (its gradient scaler checks for inf/nan per optimizer over the
 // gradients it sees, which under ZeRO are one rank's partition, so the ranks could disagree
@@ -49,6 +50,7 @@
 #include "fabric/ddp.h"
 #include "fabric/fsdp.h"
 #include "fabric/reducer.h"
+#include "fabric/sharded_checkpoint.h"
 #include "fabric/wrapper_module.h"
 #include "fabric/zero.h"
 
@@ -74,6 +76,11 @@ struct DeepSpeedOptions {
   // the root unit holds the rest (by default, the whole model is one unit).
   std::vector<std::string> stage3_wrap_module_types{};
   int64_t stage3_min_num_params = 0;
+  // What Fabric::save writes, as FSDPOptions::state_dict_type: "full" (one file, the layout
+  // one process writes; the default) or "sharded" (a directory with each rank's partition of
+  // the parameters and of the optimizer state, plus an index; fabric/sharded_checkpoint.h),
+  // any stage. Loads take either, by what the path is, at any world size.
+  std::string state_dict_type = "full";
 };
 
 // The module the strategy's forward runs: the user's module, its partition and (stage 1) its
@@ -127,6 +134,8 @@ class DeepSpeedStrategy : public FSDPStrategy {
   // optimizer it wraps; null for any other.
   std::shared_ptr<ZeroOptimizer> zero_optimizer_of(
       const std::shared_ptr<optim::Optimizer>& opt) const;
+  // Sharded checkpoints' group, precision state, and the ZeroOptimizer of each optimizer.
+  ShardedCheckpointContext sharded_context() const;
 
   DeepSpeedOptions ds_;
   std::vector<std::weak_ptr<ZeroDataParallel>> modules_;

@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "autograd/grad_mode.h"
+#include "fabric/sharded_checkpoint.h"
 #include "fabric/wrappers.h"
 #include "nn/init.h"
 #include "tensor/defaults.h"
@@ -212,7 +213,9 @@ struct FSDPSyncOff {
 
 }  // namespace
 
-FSDPStrategy::FSDPStrategy(FSDPOptions options) : DDPStrategy(options.ddp), options_(std::move(options)) {}
+FSDPStrategy::FSDPStrategy(FSDPOptions options) : DDPStrategy(options.ddp), options_(std::move(options)) {
+  check_state_dict_type(options_.state_dict_type, "fsdp");
+}
 
 ScopeStack FSDPStrategy::module_init_context(std::optional<bool> empty_init) {
   ScopeStack s;
@@ -281,10 +284,14 @@ double FSDPStrategy::reduce_norm_part(double part, bool inf_norm) {
 }
 
 void FSDPStrategy::save_checkpoint(const std::string& path, const CheckpointState& state) {
+  if (options_.state_dict_type == "sharded")
+    return save_sharded_checkpoint(
+        path, state, {.group = process_group().get(), .precision_state = precision_->state_dict()});
   for (const auto& [key, value] : state)
     if (std::holds_alternative<std::shared_ptr<optim::Optimizer>>(value))
       throw ValueError("save: under fsdp, saving optimizer state ('" + key + "') is not yet "
-                       "available; save the model and plain values");
+                       "available; save the model and plain values, or construct the strategy "
+                       "with state_dict_type=\"sharded\", which saves it");
   // Every rank gathers the full state dicts (collectives); rank 0 writes them.
   struct Frozen : nn::Module {
     nn::StateDict sd;
@@ -301,6 +308,16 @@ void FSDPStrategy::save_checkpoint(const std::string& path, const CheckpointStat
     }
   }
   DDPStrategy::save_checkpoint(path, full);
+}
+
+CheckpointState FSDPStrategy::load_checkpoint(const std::string& path, CheckpointState& state,
+                                              bool strict) {
+  if (!is_sharded_checkpoint_path(path)) return DDPStrategy::load_checkpoint(path, state, strict);
+  std::map<std::string, double> precision_state;
+  CheckpointState rest = load_sharded_checkpoint(
+      path, state, strict, {.group = process_group().get()}, &precision_state);
+  precision_->load_state_dict(precision_state);
+  return rest;
 }
 
 }  // namespace loom

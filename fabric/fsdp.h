@@ -55,6 +55,12 @@ struct FSDPOptions {
   std::optional<DType> reduce_dtype{};
   // Launch, timeout and collectives' debug checks, as for ddp.
   DDPOptions ddp{};
+  // What Fabric::save writes (docs/design.md "Sharded checkpoints"): "full", one file of the
+  // whole model gathered unit by unit on rank 0 (the default: it loads anywhere, with any
+  // loom reader); or "sharded", a directory in which each rank writes only its shards of the
+  // parameters and of the optimizer state, plus an index (fabric/sharded_checkpoint.h), which
+  // loads at any world size. Loads take either, by what the path is.
+  std::string state_dict_type = "full";
 };
 
 // The module FSDP's forward runs: the user's module, its units and their hooks. parameters()
@@ -124,6 +130,10 @@ class FSDPStrategy : public DDPStrategy {
   ScopeStack no_backward_sync(nn::Module& module) override;
   double reduce_norm_part(double part, bool inf_norm) override;
   void save_checkpoint(const std::string& path, const CheckpointState& state) override;
+  // A directory is a sharded checkpoint (each rank reads the ranges of its shards), a file a
+  // full one.
+  CheckpointState load_checkpoint(const std::string& path, CheckpointState& state,
+                                  bool strict) override;
 
   const FSDPOptions& fsdp_options() const { return options_; }
 

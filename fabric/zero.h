@@ -224,6 +224,12 @@ class ZeroOptimizer : public optim::Optimizer {
 
   const std::shared_ptr<optim::Optimizer>& optimizer() const { return inner_; }
 
+  // The parameter at position i of the groups (the state dict's index i): its partition and
+  // its index there. Sharded checkpoints name the state by it (fabric/sharded_checkpoint.h).
+  size_t num_positions() const { return bindings_.size(); }
+  const ZeroPartition& partition_at(size_t i) const { return *bindings_.at(i).partition; }
+  size_t index_at(size_t i) const { return bindings_.at(i).k; }
+
  protected:
   void check_options(const optim::HyperParams&) const override {}
   void step_group(optim::ParamGroup&) override {}
