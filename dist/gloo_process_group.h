@@ -44,13 +44,14 @@
 // bit for bit equal to a single-host run of the same ranks; in any case the same on every rank
 // and fixed for a fixed topology. Only leaders use TCP for it: per all_reduce of S bytes a
 // leader sends and receives S at most (the last sends S to each other leader). The chain is
-// not pipelined: its stages run one after the other. broadcast: within src's node over shared
-// memory to its leader, from that leader to every other leader, then within each node from
-// its leader. all_gather: each node gathers over shared memory, leaders swap their nodes'
-// blocks, each leader broadcasts the whole output in its node. u8 and bool all_reduce and
-// barrier stay on Gloo over all ranks; reduce_scatter is the direct exchange above (its
-// cross-node bytes are already the minimum, and its fold is rank order). Each
-// collective first runs the call check over Gloo (Note [Call check over Gloo]), across nodes.
+// pipelined in chunks of kHierarchicalChunkBytes (1 MiB), so its stages overlap.
+// broadcast: within src's node over shared memory to its leader, from that leader to every
+// other leader, then within each node from its leader. all_gather: each node gathers over
+// shared memory, leaders swap their nodes' blocks, each leader broadcasts the whole output in
+// its node. u8 and bool all_reduce and barrier stay on Gloo over all ranks; reduce_scatter is
+// the direct exchange above (its cross-node bytes are already the minimum, and its fold is
+// rank order). Each collective first runs the call check over Gloo (Note [Call check over
+// Gloo]), across nodes.
 // LOOM_SHM=0 turns all of it off (every collective over TCP); so does a node whose segment
 // cannot be created, on every rank.
 //

@@ -43,5 +43,9 @@ void gloo_reduce_scatter(gloo::Context& context, const void* in, void* out, int6
                          std::chrono::milliseconds timeout);
 
 inline constexpr size_t kReduceScatterChunkBytes = size_t(1) << 20;
+// The pipeline chunk of the hierarchical all_reduce's leader chain (hierarchical_all_reduce.cpp):
+// small enough that the chain's stages overlap on a DDP bucket (25 MiB by default), large
+// enough that each chunk's two shared-memory barriers and TCP message stay amortised.
+inline constexpr size_t kHierarchicalChunkBytes = size_t(1) << 20;
 
 }  // namespace loom::dist

@@ -28,41 +28,83 @@ void wait_send(gloo::transport::UnboundBuffer& buf, std::chrono::milliseconds ti
   if (!buf.waitSend(timeout)) throw RuntimeError("hierarchical collective: a send was aborted");
 }
 
+// Note [Hierarchical all_reduce], pipelined: the buffer goes down the chain in chunks of
+// kHierarchicalChunkBytes, so node k folds chunk c + 1 while chunk c is on the wire to node
+// k + 1 and the final chunks come back while later ones are still being folded. Every receive
+// is posted up front into a buffer of its own; every chunk has its own slot (two per chunk:
+// forward and back), so nothing depends on message order.
 template <class T>
 void hierarchical_typed(gloo::Context& ctx, ShmAllReduce* node_shm, const NodeTopology& topo,
                         int world, T* data, int64_t numel, ReduceOp op, uint32_t tag,
                         std::chrono::milliseconds timeout) {
+  using Buffer = std::unique_ptr<gloo::transport::UnboundBuffer>;
   // The fold runs as sum for avg; the division comes once, at the end, on every rank.
   const ReduceOp fold = op == ReduceOp::avg ? ReduceOp::sum : op;
   const int n_nodes = int(topo.nodes.size());
   const int last = n_nodes - 1;
-  const size_t bytes = size_t(numel) * sizeof(T);
-  const uint64_t forward_slot = gloo::Slot::build(kHierarchicalSlotPrefix, tag);
-  const uint64_t back_slot = forward_slot + 1;
-  if (topo.is_leader() && topo.node > 0) {
-    // The fold of nodes 0..node-1 arrives from the previous leader; ours continues it, this
-    // leader's own contribution first (it is the node's local rank 0).
-    std::vector<T> before(static_cast<size_t>(numel));
-    auto buf = ctx.createUnboundBuffer(before.data(), bytes);
-    buf->recv(topo.leader(topo.node - 1), forward_slot);
-    wait_recv(*buf, timeout);
-    combine_into(before.data(), data, numel, fold);
-    std::copy(before.begin(), before.end(), data);
-  }
-  if (node_shm) node_shm->run(data, numel, dtype_of<T>(), fold);
-  if (topo.is_leader()) {
-    auto buf = ctx.createUnboundBuffer(data, bytes);
-    if (topo.node < last) {
-      buf->send(topo.leader(topo.node + 1), forward_slot);
-      wait_send(*buf, timeout);
-      buf->recv(topo.leader(last), back_slot);  // the whole fold, from the last node
-      wait_recv(*buf, timeout);
-    } else {
-      for (int n = 0; n < last; ++n) buf->send(topo.leader(n), back_slot);
-      for (int n = 0; n < last; ++n) wait_send(*buf, timeout);
+  const int me = topo.node;
+  const bool leader = topo.is_leader();
+  const int64_t chunk = std::max<int64_t>(1, int64_t(kHierarchicalChunkBytes / sizeof(T)));
+  const int64_t n_chunks = (numel + chunk - 1) / chunk;
+  auto offset = [&](int64_t c) { return c * chunk; };
+  auto count = [&](int64_t c) { return std::min(chunk, numel - c * chunk); };
+  const uint64_t base = gloo::Slot::build(kHierarchicalSlotPrefix, tag);
+  auto forward_slot = [&](int64_t c) { return base + 2 * uint64_t(c); };
+  auto back_slot = [&](int64_t c) { return base + 2 * uint64_t(c) + 1; };
+  auto region = [&](T* p, int64_t c) {
+    return ctx.createUnboundBuffer(p + offset(c), size_t(count(c)) * sizeof(T));
+  };
+
+  // Receives, posted before anything is sent: the fold so far from leader me - 1, and (not
+  // the last node) the whole fold from the last leader.
+  std::vector<T> before, final_fold;
+  std::vector<Buffer> before_bufs, final_bufs, send_bufs;
+  if (leader && me > 0) {
+    before.resize(size_t(numel));
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      before_bufs.push_back(region(before.data(), c));
+      before_bufs.back()->recv(topo.leader(me - 1), forward_slot(c));
     }
   }
-  if (node_shm && topo.node < last) node_shm->broadcast(data, int64_t(bytes), 0);
+  if (leader && me < last) {
+    final_fold.resize(size_t(numel));
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      final_bufs.push_back(region(final_fold.data(), c));
+      final_bufs.back()->recv(topo.leader(last), back_slot(c));
+    }
+  }
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    T* p = data + offset(c);
+    if (leader && me > 0) {
+      // Continue the fold of nodes 0..me-1 with this leader's own data (local rank 0).
+      wait_recv(*before_bufs[size_t(c)], timeout);
+      T* q = before.data() + offset(c);
+      combine_into(q, p, count(c), fold);
+      std::copy(q, q + count(c), p);
+    }
+    if (node_shm) node_shm->run(p, count(c), dtype_of<T>(), fold);
+    if (leader) {
+      send_bufs.push_back(region(data, c));
+      if (me < last) {
+        send_bufs.back()->send(topo.leader(me + 1), forward_slot(c));
+      } else {
+        for (int n = 0; n < last; ++n) send_bufs.back()->send(topo.leader(n), back_slot(c));
+      }
+    }
+  }
+  // Sends read `data`; they finish before it is overwritten (or returned).
+  for (auto& buf : send_bufs)
+    for (int k = 0; k < (me < last ? 1 : last); ++k) wait_send(*buf, timeout);
+  if (me < last) {
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      T* p = data + offset(c);
+      if (leader) {
+        wait_recv(*final_bufs[size_t(c)], timeout);
+        std::copy(final_fold.data() + offset(c), final_fold.data() + offset(c) + count(c), p);
+      }
+      if (node_shm) node_shm->broadcast(p, count(c) * int64_t(sizeof(T)), 0);
+    }
+  }
   if (op == ReduceOp::avg) divide_by(data, numel, world);
 }
 
