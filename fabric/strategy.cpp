@@ -1,5 +1,6 @@
 #include "fabric/strategy.h"
 
+#include "fabric/sharded_checkpoint.h"
 #include "nn/init.h"
 #include "tensor/defaults.h"
 #include "tensor/native.h"
@@ -30,7 +31,12 @@ void Strategy::save_checkpoint(const std::string& path, const CheckpointState& s
 CheckpointState Strategy::load_checkpoint(const std::string& path, CheckpointState& state,
                                           bool strict) {
   std::map<std::string, double> precision_state;
-  CheckpointState rest = loom::load_checkpoint(path, state, strict, &precision_state);
+  // A directory is a sharded checkpoint (fsdp / deepspeed, state_dict_type "sharded"): this
+  // process reads all of it into its plain modules and optimizers.
+  CheckpointState rest =
+      is_sharded_checkpoint_path(path)
+          ? load_sharded_checkpoint(path, state, strict, {}, &precision_state)
+          : loom::load_checkpoint(path, state, strict, &precision_state);
   precision_->load_state_dict(precision_state);
   return rest;
 }

@@ -98,7 +98,8 @@ class Strategy {
   // The default writes the file in this process: right for one process. Data-parallel
   // strategies write on rank 0 and wait; sharding strategies gather or write shards.
   virtual void save_checkpoint(const std::string& path, const CheckpointState& state);
-  // Every process loads the file into its own objects.
+  // Every process loads the file into its own objects (a directory: the whole of a sharded
+  // checkpoint, fabric/sharded_checkpoint.h).
   virtual CheckpointState load_checkpoint(const std::string& path, CheckpointState& state,
                                           bool strict);
 
