@@ -11,7 +11,7 @@
 // plot (loss.png, next to metrics.csv) after every validation.
 //
 //   train_gpt [--devices 2] [--strategy ddp|fsdp|...] [--precision 32-true|bf16-mixed|...]
-//             [--steps 1200] [--resume [CHECKPOINT]] ...      (train_gpt --help for all flags)
+//             [--steps 1000] [--resume [CHECKPOINT]] ...      (train_gpt --help for all flags)
 //
 // Resuming is exact: the windows of step s depend only on (--seed, s), and the checkpoint holds
 // the model, the optimizer, the schedule and the step, so a resumed run's next losses are those
@@ -47,8 +47,8 @@ namespace {
 struct Flags {
   std::string accelerator = "cpu", strategy = "ddp", precision = "32-true";
   int devices = 2, num_nodes = 1;
-  int64_t layers = 4, d_model = 128, heads = 4, seq = 64, batch = 8, grad_accum = 2;
-  int64_t steps = 1200, warmup = 100, eval_every = 200, eval_batches = 4, sample_tokens = 300;
+  int64_t layers = 4, d_model = 128, heads = 4, seq = 128, batch = 8, grad_accum = 2;
+  int64_t steps = 1000, warmup = 100, eval_every = 100, eval_batches = 4, sample_tokens = 300;
   double lr = 3e-3, clip = 1.0, temperature = 0.8;
   uint64_t seed = 1337;
   std::string checkpoint_dir = "runs/train_gpt/checkpoints", log_dir = "runs/train_gpt";
