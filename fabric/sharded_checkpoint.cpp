@@ -556,14 +556,23 @@ void save_sharded_checkpoint(const std::string& path, const CheckpointState& sta
     remove_mine();
     throw;
   }
-  // The new checkpoint is in place: rank 0 drops the shard files no index names any more.
+  // The new checkpoint is in place: rank 0 drops the shard files no index names any more, and
+  // the temp files of shard files whose writer was killed (each save names its files anew, so
+  // no later write of the same name would find them; fabric/io/atomic_file.h).
   if (rank == 0) {
     std::error_code ec;
+    std::vector<fs::path> old;
+    std::set<std::string> temp_targets;
     for (const auto& e : fs::directory_iterator(path, ec)) {
       const std::string n = e.path().filename().string();
-      if (n.starts_with("shard-") && n.ends_with(".safetensors") && !named.count(n))
-        fs::remove(e.path(), ec);
+      if (!n.starts_with("shard-")) continue;
+      if (n.ends_with(".safetensors") && !named.count(n)) old.push_back(e.path());
+      if (size_t at = n.find(".safetensors.tmp."); at != std::string::npos)
+        temp_targets.insert(n.substr(0, at + std::strlen(".safetensors")));
     }
+    for (const fs::path& p : old) fs::remove(p, ec);
+    for (const std::string& t : temp_targets)
+      remove_stale_temp_files((fs::path(path) / t).string());
   }
   if (group) group->barrier();
 }
@@ -1073,8 +1082,14 @@ CheckpointState load_sharded_checkpoint(const std::string& path, CheckpointState
                                         std::map<std::string, double>* precision_state) {
   ShardedLoader loader(path, strict, ctx);
   // Every rank validates and reads; only when all of them succeeded does any rank apply.
-  on_every_rank_or_none(ctx.group, "load",
-                        [&] { loader.prepare(state, precision_state != nullptr); });
+  on_every_rank_or_none(ctx.group, "load", [&] {
+    try {
+      loader.prepare(state, precision_state != nullptr);
+    } catch (const json::exception& e) {  // a JSON value of an unexpected type
+      throw ValueError("load: the index of sharded checkpoint '" + path + "' is malformed (" +
+                       e.what() + "); it was not written by this version of loom (or was edited)");
+    }
+  });
   return loader.apply(precision_state);
 }
 

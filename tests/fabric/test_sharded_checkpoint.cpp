@@ -6,12 +6,15 @@
 // state on any rank, and every rank's error names the file.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include "fabric/deepspeed.h"
 #include "fabric/fsdp.h"
+#include "fabric/io/atomic_file.h"
 #include "fabric/sharded_checkpoint.h"
 #include "loom.h"
 #include "nn/gpt.h"
@@ -361,8 +364,16 @@ TEST(ShardedCheckpoint, OneProcessIndexReplacementAndRefusals) {
   EXPECT_THAT(index, HasSubstr("\"model.fc1.weight\":{\"dtype\":\"F32\",\"pieces\":[{\"crc32c\":"));
   EXPECT_THAT(index, HasSubstr("\"shape\":[17,5]"));
   EXPECT_THAT(index, HasSubstr("\"optimizer.state.model.fc2.bias.exp_avg_sq\""));
+  // What a save killed mid-write leaves: the temp file of a shard file of its own token.
+  pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  const std::string killed =
+      atomic_temp_path(path + "/shard-00000-of-00001-00000000000000ab.safetensors", dead, 1);
+  std::ofstream(killed) << "half a shard";
+  ASSERT_TRUE(fs::exists(killed));
   save_sharded_checkpoint(path, state, {});
-  std::vector<std::string> second = listing(path);
+  std::vector<std::string> second = listing(path);  // the killed save's temp file is gone too
   ASSERT_EQ(second.size(), 2u);
   EXPECT_NE(second[1], first[1]) << "each save writes new shard files and drops the old";
 
