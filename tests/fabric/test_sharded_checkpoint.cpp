@@ -179,6 +179,23 @@ LOOM_DDP_SCENARIO(sharded) {
     fabric.load(path, state);
     first = int(std::get<int64_t>(state.at("step")));
     record(r, "loaded", flat(m->state_dict()));
+  } else if (mode == "failed_save") {  // a good save, then one that fails on rank 1 only
+    train_step(0);
+    state["step"] = int64_t(1);
+    fabric.save(path, state);
+    record(r, "at_save", flat(m->state_dict()));
+    train_step(1);
+    CheckpointState broken = state;
+    broken["extra"] = r == 1 ? Tensor() : zeros({2});
+    try {
+      fabric.save(path, broken);
+      record_text(r, "error", "none");
+    } catch (const ValueError& e) {
+      record_text(r, "error", e.what());
+    }
+    fabric.load(path, state);
+    record(r, "loaded", flat(m->state_dict()));
+    after = 0;
   } else {          // refuse
     train_step(0);  // some optimizer state to keep
     record(r, "model_before", flat(m->state_dict()));
@@ -339,6 +356,23 @@ TEST(ShardedCheckpoint, ARefusedLoadChangesNothingOnAnyRank) {
                  {"shard file '" + files[2] + "' of sharded checkpoint '" + path + "' is missing"});
   fs::remove(path + "/index.json");
   expect_refused(path, {"has no index.json: it is not a complete sharded checkpoint"});
+}
+
+// A save that fails on one rank fails on every rank, removes the files it wrote, and leaves the
+// previous checkpoint in place and loadable.
+TEST(ShardedCheckpoint, ASaveFailingOnOneRankKeepsThePreviousCheckpoint) {
+  TempDir dir;
+  const std::string path = dir.file("ckpt");
+  Job job = run_sharded("fsdp", 0, 2, "failed_save", path);
+  ASSERT_TRUE(job.ok()) << job.describe();
+  EXPECT_THAT(job.rank(1).text("error"), HasSubstr("save: 'extra' has no values"));
+  EXPECT_THAT(job.rank(0).text("error"),
+              HasSubstr("save: rank 1 failed, so no rank did: save: 'extra' has no values"));
+  EXPECT_EQ(listing(path).size(), 3u) << ::testing::PrintToString(listing(path));
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_FALSE(job.rank(r).values("at_save").empty());
+    EXPECT_EQ(job.rank(r).values("loaded"), job.rank(r).values("at_save")) << "rank " << r;
+  }
 }
 
 // In one process: the index names each tensor's global shape and pieces, a second save into the
