@@ -8,6 +8,7 @@
 #include "data/distributed_sampler.h"
 #include "data/sampler.h"
 #include "fabric/fabric.h"
+#include "fabric/latest_checkpoint.h"
 #include "fabric/loggers/csv_logger.h"
 #include "fabric/loggers/tensorboard_logger.h"
 #include "kernels/cpu/capability.h"

@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 #include "dist/launcher_watch.h"
@@ -141,6 +142,19 @@ class SignalForwarding {
 };
 
 }  // namespace
+
+std::vector<std::string> this_program_argv() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> argv;
+  for (std::string arg; std::getline(in, arg, '\0');) argv.push_back(arg);
+  if (argv.empty())
+    throw RuntimeError("cannot read this program's command line (/proc/self/cmdline) to start it "
+                       "again as another rank; is /proc mounted?");
+  char exe[4096];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n > 0) argv[0] = std::string(exe, static_cast<std::size_t>(n));
+  return argv;
+}
 
 std::string RankExit::describe() const {
   if (signaled) return detail::concat("was killed by signal ", code, " (", signal_name(code), ")");

@@ -91,6 +91,11 @@ struct LaunchResult {
   int exit_code() const;
 };
 
+// This program's command line (from /proc/self/cmdline), with argv[0] replaced by the path of
+// its executable, so that it can be started again as another rank. Throws RuntimeError when
+// it cannot be read.
+std::vector<std::string> this_program_argv();
+
 class ProcessLauncher {
  public:
   explicit ProcessLauncher(LauncherOptions options = {});

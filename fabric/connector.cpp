@@ -7,6 +7,7 @@
 #include "fabric/ddp.h"
 #include "fabric/deepspeed.h"
 #include "fabric/dp.h"
+#include "fabric/elastic_launch.h"
 #include "fabric/fsdp.h"
 #include "kernels/cuda_status.h"
 
@@ -127,6 +128,7 @@ ConnectorResult connect(const FabricOptions& o) {
   r.strategy->set_num_nodes(o.num_nodes);
   if (auto* ddp = dynamic_cast<DDPStrategy*>(r.strategy.get()); ddp && r.environment)
     ddp->set_cluster_environment(r.environment);
+  check_max_restarts(o.max_restarts, *r.strategy);
   return r;
 }
 

@@ -7,6 +7,7 @@
 #include "autograd/grad_mode.h"
 #include "data/distributed_sampler.h"
 #include "fabric/connector.h"
+#include "fabric/elastic_launch.h"
 #include "fabric/loggers/log_dir.h"
 #include "tensor/factories.h"
 #include "tensor/native.h"
@@ -48,6 +49,8 @@ Fabric::Fabric(FabricOptions options) {
   accelerator_ = r.accelerator;
   strategy_ = r.strategy;
   precision_ = r.precision;
+  max_restarts_ = options.max_restarts;
+  environment_ = r.environment;
   callbacks_ = std::move(options.callbacks);
   loggers_ = std::move(options.loggers);
   for (const auto& cb : callbacks_)
@@ -87,6 +90,8 @@ void Fabric::launch() {
 void Fabric::launch_with(const std::function<void()>& fn) {
   if (launched_)
     throw RuntimeError("launch: this Fabric was already launched; call launch() once");
+  // With max_restarts this process may only supervise the ranks: then it never returns.
+  supervise_elastic_launch(max_restarts_, *strategy_, environment_);
   strategy_->launch([&] {
     strategy_->setup_environment();
     agree_on_run_folders();

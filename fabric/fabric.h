@@ -82,6 +82,10 @@ struct FabricOptions {
   std::vector<Plugin> plugins = {};
   std::vector<std::shared_ptr<Callback>> callbacks = {};
   std::vector<std::shared_ptr<Logger>> loggers = {};
+  // ddp/fsdp/deepspeed launched by Fabric itself: when a rank fails, stop every rank and start
+  // them again, at most this many times; the process that calls launch() then only supervises
+  // (fabric/elastic_launch.h). Under loomrun, use loomrun --max-restarts instead.
+  int max_restarts = 0;
 };
 
 struct SetupOptions {
@@ -255,6 +259,8 @@ class Fabric {
   std::vector<std::shared_ptr<Logger>> loggers_;
   std::vector<LogDir*> run_folders_;  // one per distinct version of the loggers' folders
   bool launched_ = false;
+  int max_restarts_ = 0;  // FabricOptions::max_restarts
+  std::shared_ptr<dist::ClusterEnvironment> environment_;  // a plugin's; null: detected
   int models_setup_ = 0;
   // Identities of the parameters of the modules set up so far (the foreign-optimizer check).
   // Weak: a Fabric must not keep every model it ever set up alive; an optimizer holds its
