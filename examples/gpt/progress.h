@@ -17,8 +17,11 @@ namespace gpt_example {
 class Progress {
  public:
   Progress(int64_t first_step, int64_t last_step, bool enabled, int64_t plain_every)
-      : first_(first_step), last_(last_step), enabled_(enabled),
-        tty_(enabled && ::isatty(STDOUT_FILENO) == 1), every_(plain_every < 1 ? 1 : plain_every),
+      : first_(first_step),
+        last_(last_step),
+        enabled_(enabled),
+        tty_(enabled && ::isatty(STDOUT_FILENO) == 1),
+        every_(plain_every < 1 ? 1 : plain_every),
         start_(Clock::now()) {}
 
   bool is_terminal() const { return tty_; }
@@ -69,8 +72,10 @@ class Progress {
   static std::string clock(double s) {
     long t = long(s + 0.5);
     char buf[32];
-    if (t >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else std::snprintf(buf, sizeof buf, "%ld:%02ld", t / 60, t % 60);
+    if (t >= 3600)
+      std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+      std::snprintf(buf, sizeof buf, "%ld:%02ld", t / 60, t % 60);
     return buf;
   }
 

@@ -37,7 +37,11 @@ class TextWindows : public loom::data::Dataset {
 
   TextWindows(std::shared_ptr<const std::vector<uint8_t>> text, int64_t seq, int64_t count,
               Placement placement, uint64_t seed = 0, int64_t first = 0)
-      : text_(std::move(text)), seq_(seq), count_(count), placement_(placement), seed_(seed),
+      : text_(std::move(text)),
+        seq_(seq),
+        count_(count),
+        placement_(placement),
+        seed_(seed),
         first_(first) {
     if (int64_t(text_->size()) < seq_ + 2)
       throw loom::ValueError("train_gpt: a text of " + std::to_string(text_->size()) +

@@ -15,8 +15,8 @@ namespace {
 
 constexpr Rgb kBlack{0, 0, 0}, kGrid{225, 225, 225}, kAxisText{60, 60, 60};
 // Colours that stay apart for readers with the common colour-vision deficiencies (Okabe-Ito).
-constexpr Rgb kPalette[] = {{0, 114, 178}, {230, 159, 0}, {0, 158, 115}, {204, 121, 167},
-                            {86, 180, 233}, {213, 94, 0}};
+constexpr Rgb kPalette[] = {{0, 114, 178},   {230, 159, 0},  {0, 158, 115},
+                            {204, 121, 167}, {86, 180, 233}, {213, 94, 0}};
 
 // Tick spacing: 1, 2 or 5 times a power of ten, giving about `target` intervals over the span.
 double nice_step(double span, int target) {
@@ -75,8 +75,12 @@ RgbImage render_line_plot(const std::vector<PlotSeries>& series, const PlotOptio
   Canvas canvas(image);
   const int left = 64, right = options.width - 16, top = options.title.empty() ? 16 : 36;
   const int bottom = options.height - 40;
-  auto px = [&](double x) { return left + int(std::lround((x - xr.lo) / (xr.hi - xr.lo) * (right - left))); };
-  auto py = [&](double y) { return bottom - int(std::lround((y - yr.lo) / (yr.hi - yr.lo) * (bottom - top))); };
+  auto px = [&](double x) {
+    return left + int(std::lround((x - xr.lo) / (xr.hi - xr.lo) * (right - left)));
+  };
+  auto py = [&](double y) {
+    return bottom - int(std::lround((y - yr.lo) / (yr.hi - yr.lo) * (bottom - top)));
+  };
 
   // Grid and tick labels.
   double ys = nice_step(yr.hi - yr.lo, 6);
@@ -116,7 +120,8 @@ RgbImage render_line_plot(const std::vector<PlotSeries>& series, const PlotOptio
     }
   }
   int legend_width = 0;
-  for (const PlotSeries& s : series) legend_width = std::max(legend_width, Canvas::text_width(s.label));
+  for (const PlotSeries& s : series)
+    legend_width = std::max(legend_width, Canvas::text_width(s.label));
   int lx = right - legend_width - 40, ly = top + 8;
   if (!series.empty())
     canvas.fill_rect(lx - 6, ly - 6, right - 6, ly + int(series.size()) * 14, Rgb{255, 255, 255});

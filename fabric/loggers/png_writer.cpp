@@ -65,10 +65,14 @@ class BitWriter {
 
 // The fixed literal/length code of symbol 0..287 (RFC 1951 3.2.6).
 void fixed_symbol(BitWriter& w, int symbol) {
-  if (symbol < 144) w.code(0x30 + symbol, 8);
-  else if (symbol < 256) w.code(0x190 + (symbol - 144), 9);
-  else if (symbol < 280) w.code(symbol - 256, 7);
-  else w.code(0xC0 + (symbol - 280), 8);
+  if (symbol < 144)
+    w.code(0x30 + symbol, 8);
+  else if (symbol < 256)
+    w.code(0x190 + (symbol - 144), 9);
+  else if (symbol < 280)
+    w.code(symbol - 256, 7);
+  else
+    w.code(0xC0 + (symbol - 280), 8);
 }
 
 // A back-reference of `length` (3..258) bytes at distance 1 (RFC 1951 3.2.5).

@@ -52,7 +52,9 @@ RgbImage decode_png(const std::string& png) {
   const size_t stride = size_t(out.width) * 3;
   std::vector<uint8_t> raw((stride + 1) * size_t(out.height));
   uLongf raw_size = raw.size();
-  EXPECT_EQ(uncompress(raw.data(), &raw_size, reinterpret_cast<const Bytef*>(idat.data()), idat.size()), Z_OK);
+  EXPECT_EQ(
+      uncompress(raw.data(), &raw_size, reinterpret_cast<const Bytef*>(idat.data()), idat.size()),
+      Z_OK);
   EXPECT_EQ(raw_size, raw.size());
   out.pixels.assign(stride * size_t(out.height), 0);
   for (size_t y = 0; y < size_t(out.height); ++y) {
@@ -63,8 +65,13 @@ RgbImage decode_png(const std::string& png) {
     for (size_t x = 0; x < stride; ++x) {
       int a = x >= 3 ? row[x - 3] : 0, b = up ? up[x] : 0, c = (up && x >= 3) ? up[x - 3] : 0;
       int p = a + b - c, pa = std::abs(p - a), pb = std::abs(p - b), pc = std::abs(p - c);
-      int pred = filter == 0 ? 0 : filter == 1 ? a : filter == 2 ? b : filter == 3 ? (a + b) / 2
-                 : (pa <= pb && pa <= pc) ? a : pb <= pc ? b : c;
+      int pred = filter == 0              ? 0
+                 : filter == 1            ? a
+                 : filter == 2            ? b
+                 : filter == 3            ? (a + b) / 2
+                 : (pa <= pb && pa <= pc) ? a
+                 : pb <= pc               ? b
+                                          : c;
       EXPECT_LE(filter, 4);
       row[x] = uint8_t(in[x] + pred);
     }
@@ -123,7 +130,8 @@ TEST(Png, RefusesAMalformedImage) {
     encode_png(bad);
     FAIL() << "expected a ValueError";
   } catch (const ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find("needs 12 pixel bytes, got 11"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("needs 12 pixel bytes, got 11"), std::string::npos)
+        << e.what();
   }
   EXPECT_THROW(RgbImage(0, 3), ValueError);
 }
@@ -141,7 +149,8 @@ TEST(LinePlot, DrawsEachSeriesInItsColourFromAMetricsCsv) {
       out << "\n";
     }
   }
-  plot_metrics_csv(csv, png, {"train_loss", "val_loss"}, {.title = "loss", .width = 400, .height = 300});
+  plot_metrics_csv(csv, png, {"train_loss", "val_loss"},
+                   {.title = "loss", .width = 400, .height = 300});
   RgbImage image = decode_png(read_file(png));
   ASSERT_EQ(image.width, 400);
   ASSERT_EQ(image.height, 300);
@@ -171,8 +180,10 @@ TEST(LinePlot, DrawsEachSeriesInItsColourFromAMetricsCsv) {
     plot_metrics_csv(csv, png, {"accuracy"});
     FAIL() << "expected a ValueError";
   } catch (const ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find("no column 'accuracy' (its columns: step, train_loss, val_loss)"),
-              std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(
+                  "no column 'accuracy' (its columns: step, train_loss, val_loss)"),
+              std::string::npos)
+        << e.what();
   }
   EXPECT_THROW(plot_metrics_csv((dir / "missing.csv").string(), png, {"x"}), RuntimeError);
   std::filesystem::remove_all(dir);
