@@ -153,7 +153,8 @@ class GlooProcessGroup : public ProcessGroup {
   // Whether the collectives go through shared memory (same host, see the header comment).
   bool shared_memory() const { return shm_ != nullptr; }
   // Whether the ranks span several nodes and all_reduce is hierarchical (Note [Hierarchical
-  // all_reduce]); topology() says which ranks share a node.
+  // all_reduce]); topology() says which ranks share a node (with shared memory off on some
+  // rank, that rank is a node of its own: NodeTopology::all_keyed).
   bool hierarchical() const { return hierarchical_; }
   const NodeTopology& topology() const { return topology_; }
   const std::string& group_name() const { return group_name_; }

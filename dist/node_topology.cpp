@@ -2,6 +2,7 @@
 #include "dist/node_topology.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <map>
@@ -31,12 +32,17 @@ std::string NodeTopology::str() const {
 }
 
 std::string local_node_key() {
+  // Without a boot id (an unusual /proc), the host name stands in for the machine.
   std::ifstream in("/proc/sys/kernel/random/boot_id");
-  std::string boot_id;
-  if (!in || !std::getline(in, boot_id) || boot_id.empty()) return "";
+  std::string machine;
+  if (!in || !std::getline(in, machine) || machine.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    machine = std::string("host ") + host;
+  }
   struct stat st {};
-  if (stat("/dev/shm", &st) != 0) return "";
-  return boot_id + "/" + std::to_string(uint64_t(st.st_dev)) + ":" +
+  if (stat("/dev/shm", &st) != 0) return machine + "/no-dev-shm";
+  return machine + "/" + std::to_string(uint64_t(st.st_dev)) + ":" +
          std::to_string(uint64_t(st.st_ino));
 }
 

@@ -23,7 +23,8 @@ struct NodeTopology {
   std::vector<std::vector<int>> nodes;  // each node's ranks, ascending; nodes by lowest rank
   int node = 0;                         // this rank's node
   int local_rank = 0;                   // this rank's index in nodes[node]
-  // False when some rank published an empty key (it opted out of shared memory).
+  // False when some rank published an empty key (it opted out of shared memory); such a rank
+  // counts as a node of its own.
   bool all_keyed = true;
 
   int local_size() const { return int(nodes[size_t(node)].size()); }
@@ -36,7 +37,8 @@ struct NodeTopology {
   std::string str() const;
 };
 
-// This process's node key: boot id, /dev/shm device and inode; "" when they cannot be read.
+// This process's node key: boot id (the host name if it cannot be read), /dev/shm device and
+// inode. Never empty.
 std::string local_node_key();
 
 // COLLECTIVE over `size` ranks through `store` (keys under key_prefix): publishes `key`

@@ -10,6 +10,8 @@
 // ascending, otherwise. Integers and 16-bit floats use small exact values for every op.
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -21,6 +23,7 @@
 #include "dist/forked_ranks.h"
 #include "dist/gloo_process_group.h"
 #include "dist/gloo_reduce_scatter.h"
+#include "dist/node_topology.h"
 #include "dist/reduce_op.h"
 #include "dist/shm_probe.h"
 #include "tensor/factories.h"
@@ -111,6 +114,31 @@ std::shared_ptr<GlooProcessGroup> make_group(ProcessGroup& base, int rank, int w
   return std::make_shared<GlooProcessGroup>(rank, world, store_of(base), o);
 }
 
+// ---- node topology ------------------------------------------------------------------------
+
+TEST(NodeTopology, GroupsEqualKeysOrdersNodesByLowestRank) {
+  const std::string key = local_node_key();
+  EXPECT_FALSE(key.empty());
+  EXPECT_EQ(key, local_node_key());
+  expect_all_passed(run_ranks(4, [](int rank, int port) {
+    auto base = make_loopback_group(rank, 4, port, 20s, false, false);
+    const std::vector<std::string> keys{"x", "y", "x", ""};
+    NodeTopology t = exchange_node_keys(rank, 4, *store_of(*base), "test/topo", keys[size_t(rank)],
+                                        10s);
+    check(t.str() == "3 nodes: {0, 2} {1} {3}", "grouping: " + t.str());
+    check(!t.all_keyed && !t.contiguous(), "rank 3 has no key; nodes not consecutive");
+    const int want_node[] = {0, 1, 0, 2}, want_local[] = {0, 0, 1, 0};
+    check(t.node == want_node[rank] && t.local_rank == want_local[rank],
+          "rank " + std::to_string(rank) + ": node " + std::to_string(t.node) + " local " +
+              std::to_string(t.local_rank));
+    check(t.leader(0) == 0 && t.leader(1) == 1 && t.is_leader() == (rank != 2), "leaders");
+    NodeTopology u = exchange_node_keys(rank, 4, *store_of(*base), "test/topo2",
+                                        rank < 2 ? "a" : "b", 10s);
+    check(u.all_keyed && u.contiguous() && u.local_size() == 2, "2 x 2: " + u.str());
+    finish(*base);
+  }));
+}
+
 // ---- reduce_scatter over TCP ----------------------------------------------------------
 
 template <class T>
@@ -128,8 +156,9 @@ void reduce_scatter_over_tcp(int world) {
   expect_all_passed(run_ranks(
       world,
       [world](int rank, int port) {
-        auto base = make_loopback_group(rank, world, port, 20s, false, /*shared_memory=*/false);
-        check(!base->shared_memory() && !base->hierarchical(), "all over TCP");
+        setenv("LOOM_SHM", "0", 1);  // this child only: the all-TCP switch users set
+        auto base = make_loopback_group(rank, world, port, 20s, false);
+        check(!base->shared_memory() && !base->hierarchical(), "LOOM_SHM=0: all over TCP");
         // Multi-chunk for 1-byte dtypes: a chunk is kReduceScatterChunkBytes per peer.
         const int64_t ragged = int64_t(kReduceScatterChunkBytes) + 17;
         for (ReduceOp op : kOps) {
