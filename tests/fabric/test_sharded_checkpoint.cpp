@@ -58,9 +58,9 @@ Tensor gpt_loss(nn::Module& m, const Tensor& idx, const Tensor& targets) {
 // Odd sizes, so that ZeRO's shards cut parameters and a 3-element bias lands on one rank.
 class Mlp : public nn::Module {
  public:
-  Mlp() {
-    fc1 = register_module("fc1", std::make_shared<nn::Linear>(5, 17));
-    fc2 = register_module("fc2", std::make_shared<nn::Linear>(17, 3));
+  explicit Mlp(int64_t hidden = 17) {
+    fc1 = register_module("fc1", std::make_shared<nn::Linear>(5, hidden));
+    fc2 = register_module("fc2", std::make_shared<nn::Linear>(hidden, 3));
   }
   Tensor forward(const Tensor& x) override { return (*fc2)((*fc1)(x).tanh()); }
   std::string name() const override { return "Mlp"; }
@@ -432,6 +432,17 @@ TEST(ShardedCheckpoint, OneProcessIndexReplacementAndRefusals) {
       HasSubstr("has no tensor '0.weight' for module 'model'"));
   EXPECT_EQ(flat(other->state_dict()), other_before);
   EXPECT_EQ(opt2->state_dict().state.size(), 0u);
+  // The same names with other shapes: refused naming the tensor and both shapes.
+  auto narrower = std::make_shared<Mlp>(16);
+  auto opt3 = adamw(narrower->parameters());
+  CheckpointState shapes{{"model", std::shared_ptr<nn::Module>(narrower)},
+                         {"optimizer", std::shared_ptr<optim::Optimizer>(opt3)}};
+  std::vector<double> narrower_before = flat(narrower->state_dict());
+  EXPECT_THAT(fabric_test::value_error_of([&] { load_sharded_checkpoint(path, shapes, true, {}); }),
+              HasSubstr("shape mismatch for 'model.fc1.weight' in sharded checkpoint '" + path +
+                        "': the checkpoint has [17, 5], the state given to load() has [16, 5]"));
+  EXPECT_EQ(flat(narrower->state_dict()), narrower_before);
+  EXPECT_EQ(opt3->state_dict().state.size(), 0u);
   CheckpointState missing{{"model", std::shared_ptr<nn::Module>(model)}, {"epoch", int64_t(0)}};
   EXPECT_THAT(
       fabric_test::value_error_of([&] { load_sharded_checkpoint(path, missing, true, {}); }),
