@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <thread>
 
@@ -12,6 +11,7 @@
 #include "dist/gloo_process_group.h"
 #include "dist/init.h"
 #include "dist/launcher_watch.h"
+#include "dist/process_launcher.h"
 #include "fabric/compile.h"
 #include "fabric/wrappers.h"
 #include "kernels/cpu/parallel.h"
@@ -20,18 +20,6 @@
 
 namespace loom {
 namespace {
-
-// This program's command line, to re-execute it for the other ranks.
-std::vector<std::string> own_argv() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::vector<std::string> argv;
-  for (std::string arg; std::getline(in, arg, '\0');) argv.push_back(arg);
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (n > 0 && !argv.empty()) argv[0] = std::string(exe, size_t(n));
-  if (argv.empty()) throw RuntimeError("ddp: cannot read this program's command line to start the other ranks");
-  return argv;
-}
 
 // Threads per process: LOOM_NUM_THREADS when the user set it (a bad value throws its
 // ValueError), else the cores shared evenly by the local ranks (one thread budget).
@@ -108,7 +96,7 @@ void DDPStrategy::launch(const std::function<void()>& fn) {
 
 void DDPStrategy::launch_processes(const std::function<void()>& fn) {
   if (world_size_ > 1) {
-    std::vector<std::string> argv = own_argv();
+    std::vector<std::string> argv = dist::this_program_argv();
     launcher_ = std::make_unique<dist::ProcessLauncher>(
         dist::LauncherOptions{.output = dist::OutputMode::kInherit, .name = "rank 0"});
     for (int r = 1; r < world_size_; ++r) {
