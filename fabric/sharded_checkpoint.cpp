@@ -448,7 +448,10 @@ void save_sharded_checkpoint(const std::string& path, const CheckpointState& sta
       std::vector<Tensor> keep;
       std::vector<SafetensorsEntry> list;
       json pieces = json::array(), crcs = json::object();
+      json empty = json::array();  // tensors without elements: in the index, in no file
       for (const Slot& s : slots) {
+        if (s.save_here && numel_of(s.shape) == 0)
+          empty.push_back({{"name", s.name}, {"dtype", st_dtype(s.dtype)}, {"shape", s.shape}});
         if (!s.save_here || s.hi <= s.lo) continue;
         if (!s.local.defined() || s.local.is_meta())
           throw ValueError("save: '" + s.name +
@@ -475,11 +478,9 @@ void save_sharded_checkpoint(const std::string& path, const CheckpointState& sta
       wrote = true;
       std::map<std::string, int64_t> offsets = data_offsets(file_path.string());
       for (json& p : pieces) p["offset"] = offsets.at(p["name"].get<std::string>());
-      report = {{"file", file},
-                {"bytes", int64_t(fs::file_size(file_path))},
-                {"rank", rank},
-                {"pieces", pieces},
-                {"optimizers", opt_report}};
+      report = {{"file", file},   {"bytes", int64_t(fs::file_size(file_path))},
+                {"rank", rank},   {"pieces", pieces},
+                {"empty", empty}, {"optimizers", opt_report}};
     });
   } catch (...) {
     remove_mine();
@@ -498,6 +499,9 @@ void save_sharded_checkpoint(const std::string& path, const CheckpointState& sta
         const std::string f = r.at("file").get<std::string>();
         files[f] = {{"rank", r.at("rank")}, {"bytes", r.at("bytes")}};
         named.insert(f);
+        for (const json& e : r.at("empty"))
+          tensors[e.at("name").get<std::string>()] = {
+              {"dtype", e.at("dtype")}, {"shape", e.at("shape")}, {"pieces", json::array()}};
         for (const json& p : r.at("pieces")) {
           json& t = tensors[p.at("name").get<std::string>()];
           if (t.is_null())
