@@ -287,8 +287,8 @@ GlooProcessGroup::GlooProcessGroup(int rank, int size, std::shared_ptr<TCPStore>
       // Who shares a node: one exchange, then every rank decides alike (NodeTopology).
       const std::string key =
           want_shm ? options.node_key.value_or(local_node_key()) : std::string();
-      topology_ =
-          exchange_node_keys(rank_, size_, *store_, key_prefix(group_name_) + "/node", key, timeout_);
+      topology_ = exchange_node_keys(rank_, size_, *store_, key_prefix(group_name_) + "/node",
+                                     key, timeout_);
     }
     if (topology_.nodes.size() > 1 && topology_.all_keyed) {
       set_up_node_shared_memory();

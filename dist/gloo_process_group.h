@@ -48,9 +48,12 @@
 // broadcast: within src's node over shared memory to its leader, from that leader to every
 // other leader, then within each node from its leader. all_gather: each node gathers over
 // shared memory, leaders swap their nodes' blocks, each leader broadcasts the whole output in
-// its node. u8 and bool all_reduce and barrier stay on Gloo over all ranks; reduce_scatter is
-// the direct exchange above (its cross-node bytes are already the minimum, and its fold is
-// rank order). Each collective first runs the call check over Gloo (Note [Call check over
+// its node. u8 and bool all_reduce and barrier stay on Gloo over all ranks. reduce_scatter is
+// the direct exchange above over all ranks (TCP loopback within a node; its fold is rank
+// order): each rank sends every rank of another node that rank's block. A node-aware form
+// would halve the bytes between nodes (a node folds the blocks it sends before they leave;
+// the receiving node sends its ranks' contributions to the sender's blocks) but is not
+// written yet. Each collective first runs the call check over Gloo (Note [Call check over
 // Gloo]), across nodes.
 // LOOM_SHM=0 turns all of it off (every collective over TCP); so does a node whose segment
 // cannot be created, on every rank.

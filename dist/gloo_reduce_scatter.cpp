@@ -41,12 +41,10 @@ struct Fold<BFloat16> {
 ReduceOp bool_op(ReduceOp op) { return op == ReduceOp::min ? ReduceOp::min : ReduceOp::max; }
 
 void wait_recv(gloo::transport::UnboundBuffer& buf, std::chrono::milliseconds timeout) {
-  if (!buf.waitRecv(timeout))
-    throw RuntimeError("reduce_scatter: a receive was aborted");
+  if (!buf.waitRecv(timeout)) throw RuntimeError("reduce_scatter: a receive was aborted");
 }
 void wait_send(gloo::transport::UnboundBuffer& buf, std::chrono::milliseconds timeout) {
-  if (!buf.waitSend(timeout))
-    throw RuntimeError("reduce_scatter: a send was aborted");
+  if (!buf.waitSend(timeout)) throw RuntimeError("reduce_scatter: a send was aborted");
 }
 
 template <class T>
@@ -62,7 +60,8 @@ void reduce_scatter_typed(gloo::Context& ctx, const T* in, T* out, int64_t block
   const int64_t stride = std::min(per, block);  // elements per peer in the scratch
   std::vector<T> scratch(size_t(size - 1) * size_t(stride));
   std::vector<Acc> acc(static_cast<size_t>(stride));
-  auto send_buf = ctx.createUnboundBuffer(const_cast<T*>(in), size_t(size) * size_t(block) * sizeof(T));
+  auto send_buf =
+      ctx.createUnboundBuffer(const_cast<T*>(in), size_t(size) * size_t(block) * sizeof(T));
   auto recv_buf = ctx.createUnboundBuffer(scratch.data(), scratch.size() * sizeof(T));
   const uint64_t base = gloo::Slot::build(kReduceScatterSlotPrefix, tag);
   uint64_t chunk = 0;
@@ -122,8 +121,8 @@ void gloo_reduce_scatter(gloo::Context& context, const void* in, void* out, int6
       reduce_scatter_typed(context, static_cast<const uint8_t*>(in), static_cast<uint8_t*>(out),
                            block, bool_op(op), tag, timeout);
     } else {
-      reduce_scatter_typed(context, static_cast<const T*>(in), static_cast<T*>(out), block, op,
-                           tag, timeout);
+      reduce_scatter_typed(context, static_cast<const T*>(in), static_cast<T*>(out), block, op, tag,
+                           timeout);
     }
   });
 }

@@ -39,8 +39,7 @@ inline constexpr uint8_t kHierarchicalSlotPrefix = 0x22;
 // caller); integer sums wrap; avg divides at the end (integers flooring, reduce_op.h). `out`
 // may be this rank's block of `in`, nowhere else in it. `tag` separates concurrent calls.
 void gloo_reduce_scatter(gloo::Context& context, const void* in, void* out, int64_t block,
-                         DType dtype, ReduceOp op, uint32_t tag,
-                         std::chrono::milliseconds timeout);
+                         DType dtype, ReduceOp op, uint32_t tag, std::chrono::milliseconds timeout);
 
 inline constexpr size_t kReduceScatterChunkBytes = size_t(1) << 20;
 // The pipeline chunk of the hierarchical all_reduce's leader chain (hierarchical_all_reduce.cpp):

@@ -114,8 +114,8 @@ void GlooProcessGroup::run_hierarchical_broadcast(void* data, int64_t nbytes, in
                                                   uint32_t tag) {
   const NodeTopology& topo = topology_;
   int src_node = 0;
-  while (std::find(topo.nodes[size_t(src_node)].begin(), topo.nodes[size_t(src_node)].end(),
-                   src) == topo.nodes[size_t(src_node)].end())
+  while (std::find(topo.nodes[size_t(src_node)].begin(), topo.nodes[size_t(src_node)].end(), src) ==
+         topo.nodes[size_t(src_node)].end())
     ++src_node;
   const auto& src_ranks = topo.nodes[size_t(src_node)];
   const int src_local = int(std::find(src_ranks.begin(), src_ranks.end(), src) - src_ranks.begin());
@@ -147,8 +147,10 @@ void GlooProcessGroup::run_hierarchical_all_gather(void* out, const void* in, in
   const auto& mine = topo.nodes[size_t(topo.node)];
   // 1. The node's inputs, in local rank order, then into their ranks' places in out.
   std::vector<unsigned char> local(mine.size() * size_t(nbytes));
-  if (node_shm_) node_shm_->all_gather(local.data(), in, nbytes);
-  else std::memcpy(local.data(), in, size_t(nbytes));
+  if (node_shm_)
+    node_shm_->all_gather(local.data(), in, nbytes);
+  else
+    std::memcpy(local.data(), in, size_t(nbytes));
   for (size_t i = 0; i < mine.size(); ++i)
     std::memcpy(dst + size_t(mine[i]) * size_t(nbytes), local.data() + i * size_t(nbytes),
                 size_t(nbytes));
@@ -186,10 +188,14 @@ void GlooProcessGroup::run_hierarchical_all_reduce(void* data, int64_t numel, DT
     hierarchical_typed(*context_, node_shm_.get(), topology_, size_, p, numel, op, tag, timeout_);
   };
   switch (dtype) {
-    case DType::f32: return go(static_cast<float*>(data));
-    case DType::f64: return go(static_cast<double*>(data));
-    case DType::i64: return go(static_cast<int64_t*>(data));
-    case DType::i32: return go(static_cast<int32_t*>(data));
+    case DType::f32:
+      return go(static_cast<float*>(data));
+    case DType::f64:
+      return go(static_cast<double*>(data));
+    case DType::i64:
+      return go(static_cast<int64_t*>(data));
+    case DType::i32:
+      return go(static_cast<int32_t*>(data));
     default:
       LOOM_CHECK(false, "hierarchical all_reduce: ", dtype_name(dtype),
                  " is not reduced here (ShmAllReduce::supports)");

@@ -9,7 +9,6 @@
 // nodes holding consecutive ranks; nodes in order of their lowest rank, each node's ranks
 // ascending, otherwise. Integers and 16-bit floats use small exact values for every op.
 #include <gtest/gtest.h>
-
 #include <stdlib.h>
 
 #include <chrono>
@@ -41,10 +40,14 @@ double small(int r, int64_t i) { return double((i + 3 * r) % 11 - 5) * (r + 1); 
 
 template <class T>
 T value(int r, int64_t i) {
-  if constexpr (std::is_floating_point_v<T>) return T(fraction(r, i));
-  else if constexpr (std::is_same_v<T, bool>) return ((i + r) % 3) == 0;
-  else if constexpr (std::is_same_v<T, uint8_t>) return uint8_t((i * 7 + r * 5) % 200);
-  else return from_double<T>(small(r, i));
+  if constexpr (std::is_floating_point_v<T>)
+    return T(fraction(r, i));
+  else if constexpr (std::is_same_v<T, bool>)
+    return ((i + r) % 3) == 0;
+  else if constexpr (std::is_same_v<T, uint8_t>)
+    return uint8_t((i * 7 + r * 5) % 200);
+  else
+    return from_double<T>(small(r, i));
 }
 
 template <class T>
@@ -67,8 +70,10 @@ std::vector<T> reference(const std::vector<int>& order, ReduceOp op, int64_t n) 
     for (int64_t i = 0; i < n; ++i) {
       const T v = value<T>(order[k], i);
       Acc a;
-      if constexpr (std::is_same_v<Acc, float> && !std::is_same_v<T, float>) a = float(to_double(v));
-      else a = Acc(v);
+      if constexpr (std::is_same_v<Acc, float> && !std::is_same_v<T, float>)
+        a = float(to_double(v));
+      else
+        a = Acc(v);
       (k == 0 ? acc : x)[size_t(i)] = a;
     }
     if (k > 0) combine_into(acc.data(), x.data(), n, fold);
@@ -76,8 +81,10 @@ std::vector<T> reference(const std::vector<int>& order, ReduceOp op, int64_t n) 
   if (op == ReduceOp::avg) divide_by(acc.data(), n, int64_t(order.size()));
   std::vector<T> out(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
-    if constexpr (std::is_same_v<Acc, float> && !std::is_same_v<T, float>) out[size_t(i)] = from_double<T>(acc[size_t(i)]);
-    else out[size_t(i)] = T(acc[size_t(i)]);
+    if constexpr (std::is_same_v<Acc, float> && !std::is_same_v<T, float>)
+      out[size_t(i)] = from_double<T>(acc[size_t(i)]);
+    else
+      out[size_t(i)] = T(acc[size_t(i)]);
   }
   return out;
 }
@@ -123,8 +130,8 @@ TEST(NodeTopology, GroupsEqualKeysOrdersNodesByLowestRank) {
   expect_all_passed(run_ranks(4, [](int rank, int port) {
     auto base = make_loopback_group(rank, 4, port, 20s, false, false);
     const std::vector<std::string> keys{"x", "y", "x", ""};
-    NodeTopology t = exchange_node_keys(rank, 4, *store_of(*base), "test/topo", keys[size_t(rank)],
-                                        10s);
+    NodeTopology t =
+        exchange_node_keys(rank, 4, *store_of(*base), "test/topo", keys[size_t(rank)], 10s);
     check(t.str() == "3 nodes: {0, 2} {1} {3}", "grouping: " + t.str());
     check(!t.all_keyed && !t.contiguous(), "rank 3 has no key; nodes not consecutive");
     const int want_node[] = {0, 1, 0, 2}, want_local[] = {0, 0, 1, 0};
@@ -132,8 +139,8 @@ TEST(NodeTopology, GroupsEqualKeysOrdersNodesByLowestRank) {
           "rank " + std::to_string(rank) + ": node " + std::to_string(t.node) + " local " +
               std::to_string(t.local_rank));
     check(t.leader(0) == 0 && t.leader(1) == 1 && t.is_leader() == (rank != 2), "leaders");
-    NodeTopology u = exchange_node_keys(rank, 4, *store_of(*base), "test/topo2",
-                                        rank < 2 ? "a" : "b", 10s);
+    NodeTopology u =
+        exchange_node_keys(rank, 4, *store_of(*base), "test/topo2", rank < 2 ? "a" : "b", 10s);
     check(u.all_keyed && u.contiguous() && u.local_size() == 2, "2 x 2: " + u.str());
     finish(*base);
   }));
@@ -215,8 +222,8 @@ void all_reduce_case(ProcessGroup& pg, int rank, const Layout& l, ReduceOp op, i
   Tensor t = rank_tensor<T>(rank, n);
   pg.all_reduce(t, op);
   check_equal_bits(t.data_ptr<T>(), reference<T>(l.fold_order, op, n), 0, n,
-                   std::string(l.name) + ": all_reduce " + std::string(dtype_name(dtype_of<T>())) + " " +
-                       reduce_op_name(op) + " of " + std::to_string(n));
+                   std::string(l.name) + ": all_reduce " + std::string(dtype_name(dtype_of<T>())) +
+                       " " + reduce_op_name(op) + " of " + std::to_string(n));
 }
 
 void hierarchical_all_reduce(const Layout& l) {
@@ -259,8 +266,8 @@ void hierarchical_all_reduce(const Layout& l) {
           for (int root = 0; root < world; ++root) {
             Tensor b = rank == root ? rank_tensor<uint8_t>(root, n) : zeros({n}, DType::u8);
             pg->broadcast(b, root);
-            check_equal_bits(b.data_ptr<uint8_t>(), reference<uint8_t>({root}, ReduceOp::sum, n),
-                             0, n, "broadcast from " + std::to_string(root));
+            check_equal_bits(b.data_ptr<uint8_t>(), reference<uint8_t>({root}, ReduceOp::sum, n), 0,
+                             n, "broadcast from " + std::to_string(root));
           }
           Tensor g = pg->all_gather(rank_tensor<uint8_t>(rank, n));
           for (int r = 0; r < world; ++r)

@@ -55,8 +55,11 @@ int main(int argc, char** argv) {
 
   const int world = env_int("WORLD_SIZE", 1);
   const int local = env_int("LOCAL_WORLD_SIZE", world);
-  Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .devices = local,
-                 .num_nodes = world / local, .precision = "32-true"});
+  Fabric fabric({.accelerator = "cpu",
+                 .strategy = "ddp",
+                 .devices = local,
+                 .num_nodes = world / local,
+                 .precision = "32-true"});
   fabric.launch([&](Fabric& f) {
     f.seed_everything(1234);
     constexpr int64_t kIn = 16;
@@ -74,7 +77,7 @@ int main(int argc, char** argv) {
     std::string transport = "unknown";
     if (auto* ddp = dynamic_cast<DDPStrategy*>(&f.strategy())) {
       if (auto* g = dynamic_cast<dist::GlooProcessGroup*>(ddp->process_group().get())) {
-        transport = g->hierarchical()     ? "hierarchical " + g->topology().str()
+        transport = g->hierarchical()    ? "hierarchical " + g->topology().str()
                     : g->shared_memory() ? "shared-memory " + g->topology().str()
                                          : "tcp " + g->topology().str();
       }
@@ -94,7 +97,8 @@ int main(int argc, char** argv) {
       f.backward(loss);
       o->step();
       o->zero_grad();
-      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      times.push_back(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       losses.push_back(f.all_reduce(loss.item<double>()));
     }
     std::filesystem::create_directories(out);
@@ -113,8 +117,8 @@ int main(int argc, char** argv) {
       file << "\n";
     }
     std::sort(times.begin(), times.end());
-    f.print("transport: ", transport, "; median step ", times[times.size() / 2] * 1e3,
-            " ms over ", steps, " steps; final loss ", losses.back());
+    f.print("transport: ", transport, "; median step ", times[times.size() / 2] * 1e3, " ms over ",
+            steps, " steps; final loss ", losses.back());
   });
   return 0;
 }
