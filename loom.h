@@ -11,6 +11,7 @@
 #include "fabric/latest_checkpoint.h"
 #include "fabric/loggers/csv_logger.h"
 #include "fabric/loggers/tensorboard_logger.h"
+#include "fabric/memory_estimate.h"
 #include "kernels/cpu/capability.h"
 #include "kernels/cpu/parallel.h"
 #include "nn/nn.h"
