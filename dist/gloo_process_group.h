@@ -50,11 +50,11 @@
 // shared memory, leaders swap their nodes' blocks, each leader broadcasts the whole output in
 // its node. u8 and bool all_reduce and barrier stay on Gloo over all ranks. reduce_scatter is
 // the direct exchange above over all ranks (TCP loopback within a node; its fold is rank
-// order): each rank sends every rank of another node that rank's block. A node-aware form
-// would halve the bytes between nodes (a node folds the blocks it sends before they leave;
-// the receiving node sends its ranks' contributions to the sender's blocks) but is not
-// written yet. Each collective first runs the call check over Gloo (Note [Call check over
-// Gloo]), across nodes.
+// order): each rank sends every rank of another node that rank's block, so a node of L ranks
+// sends L x (its remote share) of an input. A node-aware form (the all_reduce chain on a copy,
+// sending back only each node's blocks) would send about one input per link whatever L: no
+// gain for 2 ranks per node, a large one for many; not written yet. Each collective first
+// runs the call check over Gloo (Note [Call check over Gloo]), across nodes.
 // LOOM_SHM=0 turns all of it off (every collective over TCP); so does a node whose segment
 // cannot be created, on every rank.
 //
