@@ -57,19 +57,20 @@ void hierarchical_typed(gloo::Context& ctx, ShmAllReduce* node_shm, const NodeTo
 
   // Receives, posted before anything is sent: the fold so far from leader me - 1, and (not
   // the last node) the whole fold from the last leader.
-  std::vector<T> before, final_fold;
+  // Scratch left uninitialised: every element is received before it is read.
+  std::unique_ptr<T[]> before, final_fold;
   std::vector<Buffer> before_bufs, final_bufs, send_bufs;
   if (leader && me > 0) {
-    before.resize(size_t(numel));
+    before.reset(new T[size_t(numel)]);
     for (int64_t c = 0; c < n_chunks; ++c) {
-      before_bufs.push_back(region(before.data(), c));
+      before_bufs.push_back(region(before.get(), c));
       before_bufs.back()->recv(topo.leader(me - 1), forward_slot(c));
     }
   }
   if (leader && me < last) {
-    final_fold.resize(size_t(numel));
+    final_fold.reset(new T[size_t(numel)]);
     for (int64_t c = 0; c < n_chunks; ++c) {
-      final_bufs.push_back(region(final_fold.data(), c));
+      final_bufs.push_back(region(final_fold.get(), c));
       final_bufs.back()->recv(topo.leader(last), back_slot(c));
     }
   }
@@ -78,7 +79,7 @@ void hierarchical_typed(gloo::Context& ctx, ShmAllReduce* node_shm, const NodeTo
     if (leader && me > 0) {
       // Continue the fold of nodes 0..me-1 with this leader's own data (local rank 0).
       wait_recv(*before_bufs[size_t(c)], timeout);
-      T* q = before.data() + offset(c);
+      T* q = before.get() + offset(c);
       combine_into(q, p, count(c), fold);
       std::copy(q, q + count(c), p);
     }
@@ -100,7 +101,7 @@ void hierarchical_typed(gloo::Context& ctx, ShmAllReduce* node_shm, const NodeTo
       T* p = data + offset(c);
       if (leader) {
         wait_recv(*final_bufs[size_t(c)], timeout);
-        std::copy(final_fold.data() + offset(c), final_fold.data() + offset(c) + count(c), p);
+        std::copy(final_fold.get() + offset(c), final_fold.get() + offset(c) + count(c), p);
       }
       if (node_shm) node_shm->broadcast(p, count(c) * int64_t(sizeof(T)), 0);
     }
