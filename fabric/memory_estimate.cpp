@@ -396,11 +396,21 @@ MemoryEstimate estimate_memory(nn::Module& model, const MemoryEstimateOptions& o
     int64_t grads = 0, flats = 0;
     for (int seg = 0; seg < num_segments; ++seg) {
       int64_t gathered = root_full;
-      for (size_t u = 1; u < units.size(); ++u) {
-        const Unit& unit = units[u];
-        bool current = seg >= unit.first_segment && seg <= unit.last_segment;
-        bool prefetched = fo.prefetch && unit.first_segment == seg + 1 && seg > 0;
-        if (current || prefetched) gathered += unit.padded * cb;
+      if (num_segments > 1) {
+        for (size_t u = 1; u < units.size(); ++u) {
+          const Unit& unit = units[u];
+          bool current = seg >= unit.first_segment && seg <= unit.last_segment;
+          bool prefetched = fo.prefetch && unit.first_segment == seg + 1 && seg > 0;
+          if (current || prefetched) gathered += unit.padded * cb;
+        }
+      } else {
+        // A model without segments: at most the current unit and the prefetched one, taken
+        // as the two largest.
+        std::vector<int64_t> sizes;
+        for (size_t u = 1; u < units.size(); ++u) sizes.push_back(units[u].padded * cb);
+        std::sort(sizes.rbegin(), sizes.rend());
+        for (size_t i = 0; i < sizes.size() && i < (fo.prefetch ? 2u : 1u); ++i)
+          gathered += sizes[i];
       }
       for (const Moment& m : moments[size_t(seg)])
         w.point(grads + m.grad_numel * cb, gathered + flats, saved + m.bytes, "backward");

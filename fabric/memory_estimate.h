@@ -58,7 +58,8 @@ struct MemoryEstimateOptions {
 
 struct MemoryEstimate {
   int64_t num_parameters = 0;   // of the whole model
-  // Per rank, bytes. Held between steps:
+  // Per rank, bytes: rank 0's, the largest (under ZeRO a later rank may own only padding of
+  // a bucket, and so step fewer elements). Held between steps:
   int64_t parameters = 0;       // replicas, or shards (fsdp, stage 3); stages 1/2 add the owned shard
   int64_t optimizer_state = 0;  // over exactly what the optimizer steps
   int64_t persistent_buffers = 0;  // DDP / stage-1 reducer buckets (allocated at setup)

@@ -170,6 +170,11 @@ TEST(MemoryEstimate, LayoutsOfAThreeLayerModel) {
   EXPECT_EQ(fsdp.parameters, (3 * 28 + 1) * 4);
   EXPECT_EQ(fsdp.optimizer_state, 2 * (3 * 28 + 1) * 4);
   EXPECT_EQ(fsdp.largest_unit_gathered, 112 * 4);
+  // Its backward peak: each unit's flat gradient (112) stays in flight with its shard output
+  // (28) until backward ends, so the peak is at the last unit's reduce: its gradient (110)
+  // beside three flats and two outputs, the root (4) and two units (2 x 112) gathered.
+  EXPECT_EQ(fsdp.peak,
+            fsdp.parameters + fsdp.optimizer_state + (110 + 3 * 112 + 2 * 28 + 4 + 2 * 112) * 4);
 
   // ZeRO, one bucket of 330 padded to 332: shards of 83; SGD with momentum keeps one buffer
   // over rank 0's 83 elements.
