@@ -1,5 +1,6 @@
 // Finding the checkpoint to resume from; the rules are in latest_checkpoint.h.
 #include "fabric/latest_checkpoint.h"
+#include "fabric/sharded_checkpoint.h"
 
 #include <algorithm>
 #include <cstdint>

@@ -29,9 +29,6 @@
 
 namespace loom {
 
-// The file a sharded checkpoint directory holds once its save completed.
-inline constexpr char kShardedCheckpointIndex[] = "index.json";
-
 // The path ("<dir>/<name>") of the complete checkpoint in `dir` with the highest step, or
 // nullopt when `dir` has none or does not exist. Throws ValueError when `dir` is not a
 // directory or two complete checkpoints have the same step (naming both), RuntimeError when it

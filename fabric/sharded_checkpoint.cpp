@@ -34,7 +34,6 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-constexpr const char* kIndexName = "index.json";
 constexpr const char* kCrcPrefix = "{\"index_crc32c\":\"";  // the index's first bytes
 
 std::string st_dtype(DType t) {
@@ -554,7 +553,7 @@ void save_sharded_checkpoint(const std::string& path, const CheckpointState& sta
         throw ValueError("save: a key or string value of the state given to save('" + path +
                          "') is not valid UTF-8; the index is JSON, which needs UTF-8 text");
       }
-      write_file_atomically((fs::path(path) / kIndexName).string(), text);
+      write_file_atomically((fs::path(path) / kShardedCheckpointIndex).string(), text);
     });
   } catch (...) {
     remove_mine();
@@ -591,10 +590,10 @@ namespace {
 class IndexReader {
  public:
   IndexReader(const std::string& path) : dir_(path) {
-    const std::string file = (fs::path(path) / kIndexName).string();
+    const std::string file = (fs::path(path) / kShardedCheckpointIndex).string();
     std::ifstream in(file, std::ios::binary);
     if (!in)
-      throw ValueError("load: '" + path + "' has no " + kIndexName +
+      throw ValueError("load: '" + path + "' has no " + kShardedCheckpointIndex +
                        ": it is not a complete sharded "
                        "checkpoint (a save that did not finish, or another directory); load an "
                        "earlier checkpoint");

@@ -58,6 +58,9 @@
 
 namespace loom {
 
+// The file a sharded checkpoint directory holds once its save completed (written last).
+inline constexpr char kShardedCheckpointIndex[] = "index.json";
+
 struct ShardedCheckpointContext {
   // The ranks that save or load together; null for one process.
   dist::ProcessGroup* group = nullptr;

@@ -10,6 +10,7 @@
 #include "fabric/checkpoint.h"
 #include "fabric/io/atomic_file.h"
 #include "fabric/latest_checkpoint.h"
+#include "fabric/sharded_checkpoint.h"
 #include "fabric_test_util.h"
 #include "tensor/factories.h"
 
