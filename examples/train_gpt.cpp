@@ -15,8 +15,9 @@
 //
 // Resuming is exact: the windows of step s depend only on (--seed, s), and the checkpoint holds
 // the model, the optimizer, the schedule and the step, so a resumed run's next losses are those
-// the uninterrupted run had (under fsdp the optimizer state is not saved yet: its moments
-// restart).
+// the uninterrupted run had. Under fsdp a checkpoint is sharded (a directory with one file per
+// rank and an index: docs/design.md "Sharded checkpoints"), so that it holds the optimizer's
+// state too and loads at another world size.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -27,6 +28,8 @@
 #include "examples/gpt/sample.h"
 #include "examples/gpt/text_windows.h"
 #include "fabric/fabric.h"
+#include "fabric/fsdp.h"
+#include "fabric/latest_checkpoint.h"
 #include "fabric/loggers/csv_logger.h"
 #include "fabric/loggers/line_plot.h"
 #include "fabric/loggers/tensorboard_logger.h"
@@ -121,19 +124,19 @@ void train(Fabric& f, const Flags& a, CSVLogger& csv, TensorBoardLogger& tensorb
   if (a.resume_given) {
     std::string path = a.resume;
     if (path.empty()) {
-      auto found = checkpoints_in(a.checkpoint_dir);
-      if (found.empty())
-        throw ValueError("train_gpt: --resume found no step_<N>.safetensors in '" +
+      std::optional<std::string> latest = latest_checkpoint(a.checkpoint_dir);  // complete ones only
+      if (!latest)
+        throw ValueError("train_gpt: --resume found no complete step_<N>.safetensors in '" +
                          a.checkpoint_dir + "'; train first, or pass --resume <checkpoint file>");
-      path = found.back().second;
+      path = *latest;
     }
-    CheckpointState state{
-        {"model", std::shared_ptr<nn::Module>(m)}, {"scheduler", schedule}, {"step", int64_t(0)}};
-    if (!sharded) state["optimizer"] = opt;
+    CheckpointState state{{"model", std::shared_ptr<nn::Module>(m)},
+                          {"optimizer", opt},
+                          {"scheduler", schedule},
+                          {"step", int64_t(0)}};
     f.load(path, state);
     start = std::get<int64_t>(state.at("step"));
-    f.print("resumed from ", path, " at step ", start,
-            sharded ? " (fsdp: the optimizer's moments restart)" : "");
+    f.print("resumed from ", path, " at step ", start);
   }
 
   // ---- data: each step uses batch * grad_accum windows per rank ----
@@ -176,14 +179,15 @@ void train(Fabric& f, const Flags& a, CSVLogger& csv, TensorBoardLogger& tensorb
   };
   auto save = [&](int64_t step) {
     fs::create_directories(a.checkpoint_dir);
-    CheckpointState state{
-        {"model", std::shared_ptr<nn::Module>(m)}, {"scheduler", schedule}, {"step", step}};
-    if (!sharded) state["optimizer"] = opt;
+    CheckpointState state{{"model", std::shared_ptr<nn::Module>(m)},
+                          {"optimizer", opt},
+                          {"scheduler", schedule},
+                          {"step", step}};
     std::string path = checkpoint_path(a.checkpoint_dir, step);
     f.save(path, state);
-    if (f.is_global_zero()) {  // keep the last two
+    if (f.is_global_zero()) {  // keep the last two (a sharded one is a directory)
       auto found = checkpoints_in(a.checkpoint_dir);
-      for (size_t i = 0; i + 2 < found.size(); ++i) fs::remove(found[i].second);
+      for (size_t i = 0; i + 2 < found.size(); ++i) fs::remove_all(found[i].second);
     }
     return path;
   };
@@ -351,8 +355,12 @@ int main(int argc, char** argv) {
   try {
     auto csv = std::make_shared<CSVLogger>(a.log_dir, "logs");
     auto tensorboard = std::make_shared<TensorBoardLogger>(a.log_dir, "logs");
+    // fsdp saves sharded checkpoints, which hold its optimizer's state (a full one cannot).
+    StrategyArg strategy = a.strategy;
+    if (a.strategy == "fsdp")
+      strategy = std::make_shared<FSDPStrategy>(FSDPOptions{.state_dict_type = "sharded"});
     Fabric fabric({.accelerator = a.accelerator,
-                   .strategy = a.strategy,
+                   .strategy = strategy,
                    .devices = a.devices,
                    .num_nodes = a.num_nodes,
                    .precision = a.precision,
