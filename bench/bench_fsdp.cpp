@@ -87,8 +87,11 @@ int main(int argc, char** argv) {
   Fabric fabric({.accelerator = "cpu", .strategy = strategy, .devices = 2});
   fabric.launch();
   const int r = fabric.global_rank();
-  nn::GPTConfig cfg{.vocab_size = kVocab, .block_size = args.seq, .n_layer = args.layers,
-                    .n_head = 4, .n_embd = args.d};
+  nn::GPTConfig cfg{.vocab_size = kVocab,
+                    .block_size = args.seq,
+                    .n_layer = args.layers,
+                    .n_head = 4,
+                    .n_embd = args.d};
   FSDPStrategy& fsdp_strategy = *strategy;
   DDPStrategy& ddp_strategy = *strategy;
 
@@ -103,9 +106,15 @@ int main(int argc, char** argv) {
   auto step = [&](Mode& m) {
     Tensor loss = cross_entropy((*m.model)(x).reshape({-1, kVocab}), y);
     switch (m.kind) {
-      case Kind::ddp: ddp_strategy.DDPStrategy::backward(loss); break;
-      case Kind::fsdp: fsdp_strategy.FSDPStrategy::backward(loss); break;
-      case Kind::zero2: strategy->backward(loss); break;
+      case Kind::ddp:
+        ddp_strategy.DDPStrategy::backward(loss);
+        break;
+      case Kind::fsdp:
+        fsdp_strategy.FSDPStrategy::backward(loss);
+        break;
+      case Kind::zero2:
+        strategy->backward(loss);
+        break;
     }
     m.opt->step();
     m.opt->zero_grad();
@@ -117,8 +126,10 @@ int main(int argc, char** argv) {
     fabric.barrier();
     const int64_t before = memory_stats().current_bytes;
     fabric.seed_everything(1);
-    MemoryEstimateOptions eo{.world_size = 2, .optimizer = OptimizerKind::adamw,
-                             .batch_size = args.batch, .seq_len = args.seq};
+    MemoryEstimateOptions eo{.world_size = 2,
+                             .optimizer = OptimizerKind::adamw,
+                             .batch_size = args.batch,
+                             .seq_len = args.seq};
     if (m.kind == Kind::fsdp) {
       std::shared_ptr<nn::GPT> sharded;
       {
@@ -137,7 +148,8 @@ int main(int argc, char** argv) {
         eo.strategy = "ddp";
       } else {
         m.model = strategy->setup_module(model);
-        m.opt = strategy->setup_optimizer(std::make_shared<optim::AdamW>(model->parameters(), 1e-3));
+        m.opt =
+            strategy->setup_optimizer(std::make_shared<optim::AdamW>(model->parameters(), 1e-3));
         eo.strategy = "deepspeed";
         eo.deepspeed = strategy->deepspeed_options();
       }
@@ -169,27 +181,29 @@ int main(int argc, char** argv) {
   std::vector<double> peaks = fabric.all_gather(mine).reshape({-1}).to_vector<double>();
   if (r == 0) {
     const int64_t p = modes[0].estimate.num_parameters;
-    std::printf("bench_fsdp: %s; GPT %d layers, d %d, T %d, B %d per rank, %.2f M parameters, "
-                "2 ranks, 32-true AdamW\n",
-                cpu_capability_description().c_str(), args.layers, args.d, args.seq, args.batch,
-                p / 1e6);
-    std::printf("  %-7s %10s %12s %12s %12s %12s %14s\n", "mode", "step ms", "rank0 MB",
-                "rank1 MB", "estimate MB", "est/meas", "ZeRO paper MB");
+    std::printf(
+        "bench_fsdp: %s; GPT %d layers, d %d, T %d, B %d per rank, %.2f M parameters, "
+        "2 ranks, 32-true AdamW\n",
+        cpu_capability_description().c_str(), args.layers, args.d, args.seq, args.batch, p / 1e6);
+    std::printf("  %-7s %10s %12s %12s %12s %12s %14s\n", "mode", "step ms", "rank0 MB", "rank1 MB",
+                "estimate MB", "est/meas", "ZeRO paper MB");
     for (size_t i = 0; i < modes.size(); ++i) {
       const Mode& m = modes[i];
       const double p0 = peaks[i], p1 = peaks[modes.size() + i];
-      std::printf("  %-7s %10.2f %12.3f %12.3f %12.3f %12.3f %14.3f  (paper stage %d; held "
-                  "between steps %.3f MB, estimate %.3f)\n",
-                  m.label, median(m.times) * 1e3, p0 / 1e6, p1 / 1e6, m.estimate.peak / 1e6,
-                  m.estimate.peak / std::max(p0, p1), zero_paper_bytes(p, m.paper_stage, 2) / 1e6,
-                  m.paper_stage, m.held / 1e6, m.estimate.between_steps / 1e6);
+      std::printf(
+          "  %-7s %10.2f %12.3f %12.3f %12.3f %12.3f %14.3f  (paper stage %d; held "
+          "between steps %.3f MB, estimate %.3f)\n",
+          m.label, median(m.times) * 1e3, p0 / 1e6, p1 / 1e6, m.estimate.peak / 1e6,
+          m.estimate.peak / std::max(p0, p1), zero_paper_bytes(p, m.paper_stage, 2) / 1e6,
+          m.paper_stage, m.held / 1e6, m.estimate.between_steps / 1e6);
     }
     for (const Mode& m : modes) {
       const MemoryEstimate& e = m.estimate;
-      std::printf("  %-7s estimate at its peak (%s): parameters %.3f + optimizer %.3f + "
-                  "gradients %.3f + communication %.3f + activations %.3f MB\n",
-                  m.label, e.peak_phase.c_str(), e.parameters / 1e6, e.optimizer_state / 1e6,
-                  e.gradients / 1e6, e.communication / 1e6, e.activations / 1e6);
+      std::printf(
+          "  %-7s estimate at its peak (%s): parameters %.3f + optimizer %.3f + "
+          "gradients %.3f + communication %.3f + activations %.3f MB\n",
+          m.label, e.peak_phase.c_str(), e.parameters / 1e6, e.optimizer_state / 1e6,
+          e.gradients / 1e6, e.communication / 1e6, e.activations / 1e6);
     }
     std::printf("  (zero-3 is the fsdp machinery with the same units: its row is fsdp's)\n");
     std::printf("  fsdp / ddp step time: %.2fx (target <= 1.25x); zero-2 / ddp: %.2fx\n",

@@ -32,8 +32,8 @@ OptimizerKind optimizer_kind(const std::string& name) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Estimate per-rank training memory of a GPT across strategies and world sizes"};
-  nn::GPTConfig cfg{.vocab_size = 50304, .block_size = 1024, .n_layer = 12, .n_head = 12,
-                    .n_embd = 768};
+  nn::GPTConfig cfg{
+      .vocab_size = 50304, .block_size = 1024, .n_layer = 12, .n_head = 12, .n_embd = 768};
   int64_t batch = 8, seq = 0;
   std::string precision = "bf16-mixed", optimizer = "adamw";
   std::vector<int> worlds{1, 2, 4, 8};
@@ -53,18 +53,21 @@ int main(int argc, char** argv) {
   if (seq == 0) seq = cfg.block_size;
 
   try {
+    const OptimizerKind kind = optimizer_kind(optimizer);  // a bad name fails before any output
     std::shared_ptr<nn::GPT> model;
     {
       DefaultDeviceGuard meta(Device::meta());  // shapes only: no parameter bytes
       model = std::make_shared<nn::GPT>(cfg);
     }
-    std::printf("GPT: %lld layers, d %lld, %lld heads, vocab %lld: %.2f M parameters; %s, %s; "
-                "batch %lld x %lld tokens per rank (activations: %s)\n",
-                (long long)cfg.n_layer, (long long)cfg.n_embd, (long long)cfg.n_head,
-                (long long)cfg.vocab_size, model->num_parameters() / 1e6, precision.c_str(),
-                optimizer.c_str(), (long long)batch, (long long)seq, "nn::GPT's saved tensors");
-    std::printf("MiB per rank; peak = the step's high-water mark (its parts at that moment); "
-                "ZeRO = the paper's 16 bytes/parameter split 2+2+12\n\n");
+    std::printf(
+        "GPT: %lld layers, d %lld, %lld heads, vocab %lld: %.2f M parameters; %s, %s; "
+        "batch %lld x %lld tokens per rank (activations: %s)\n",
+        (long long)cfg.n_layer, (long long)cfg.n_embd, (long long)cfg.n_head,
+        (long long)cfg.vocab_size, model->num_parameters() / 1e6, precision.c_str(),
+        optimizer.c_str(), (long long)batch, (long long)seq, "nn::GPT's saved tensors");
+    std::printf(
+        "MiB per rank; peak = the step's high-water mark (its parts at that moment); "
+        "ZeRO = the paper's 16 bytes/parameter split 2+2+12\n\n");
     std::printf("%-12s %3s %10s %10s %10s %10s %10s %10s %12s %10s %10s\n", "strategy", "W",
                 "params", "optimizer", "grads", "comm", "activ.", "peak", "peak phase",
                 "largest u.", "ZeRO");
@@ -73,16 +76,16 @@ int main(int argc, char** argv) {
       const char* strategy;
       int stage;
     };
-    const Row rows[] = {{"single", "single", 0},     {"ddp", "ddp", 0},
-                        {"fsdp", "fsdp", 0},         {"zero-1", "deepspeed", 1},
-                        {"zero-2", "deepspeed", 2},  {"zero-3", "deepspeed", 3}};
+    const Row rows[] = {{"single", "single", 0},    {"ddp", "ddp", 0},
+                        {"fsdp", "fsdp", 0},        {"zero-1", "deepspeed", 1},
+                        {"zero-2", "deepspeed", 2}, {"zero-3", "deepspeed", 3}};
     for (int w : worlds) {
       for (const Row& row : rows) {
         if ((w == 1) != (std::string(row.strategy) == "single")) continue;
         MemoryEstimateOptions o{.strategy = row.strategy,
                                 .world_size = w,
                                 .precision = precision,
-                                .optimizer = optimizer_kind(optimizer),
+                                .optimizer = kind,
                                 .batch_size = batch,
                                 .seq_len = seq};
         o.ddp.bucket_cap_mb = bucket_mb;

@@ -7,8 +7,8 @@
 #include <map>
 #include <unordered_map>
 
+#include "core/error.h"
 #include "nn/gpt.h"
-#include "tensor/error.h"
 
 namespace loom {
 namespace {
@@ -26,7 +26,8 @@ Dtypes dtypes_of(const std::string& precision) {
   if (precision == "32-true" || precision == "32") return {4, 4, false};
   if (precision == "64-true" || precision == "64") return {8, 8, false};
   if (precision == "bf16-true" || precision == "16-true") return {2, 2, false};
-  if (precision == "bf16-mixed" || precision == "16-mixed" || precision == "bf16" || precision == "16")
+  if (precision == "bf16-mixed" || precision == "16-mixed" || precision == "bf16" ||
+      precision == "16")
     return {4, 2, true};
   throw ValueError("estimate_memory: unknown precision '" + precision +
                    "'; use 32-true, bf16-mixed, 16-mixed, bf16-true, 16-true or 64-true");
@@ -34,10 +35,13 @@ Dtypes dtypes_of(const std::string& precision) {
 
 int state_buffers(const MemoryEstimateOptions& o) {
   switch (o.optimizer) {
-    case OptimizerKind::sgd: return 0;
-    case OptimizerKind::sgd_momentum: return 1;
+    case OptimizerKind::sgd:
+      return 0;
+    case OptimizerKind::sgd_momentum:
+      return 1;
     case OptimizerKind::adam:
-    case OptimizerKind::adamw: return o.amsgrad ? 3 : 2;
+    case OptimizerKind::adamw:
+      return o.amsgrad ? 3 : 2;
   }
   return 0;
 }
@@ -95,12 +99,14 @@ struct Moment {
 std::vector<Moment> gpt_moments(const GptShape& g, const Dtypes& d, int kind, int64_t own) {
   const int64_t N = g.B * g.T, C = g.C, e = d.act;
   switch (kind) {
-    case 0: return {{own, N * g.V * e + N * C * e}};
+    case 0:
+      return {{own, N * g.V * e + N * C * e}};
     case 1:
       return {{4 * C * C + C, 2 * N * 4 * C * e + N * C * e},
               {9 * C * C + 8 * C, 2 * g.B * g.H * g.T * g.T * e + 2 * N * C * e},
               {own, 2 * N * C * e}};
-    default: return {{own, N * C * e + 4}};
+    default:
+      return {{own, N * C * e + 4}};
   }
 }
 
@@ -149,10 +155,14 @@ struct Walk {
 int64_t zero_paper_bytes(int64_t n, int stage, int world) {
   const int64_t w = std::max(1, world);
   switch (stage) {
-    case 0: return 16 * n;
-    case 1: return 4 * n + 12 * n / w;
-    case 2: return 2 * n + 14 * n / w;
-    default: return 16 * n / w;
+    case 0:
+      return 16 * n;
+    case 1:
+      return 4 * n + 12 * n / w;
+    case 2:
+      return 2 * n + 14 * n / w;
+    default:
+      return 16 * n / w;
   }
 }
 
@@ -165,8 +175,8 @@ MemoryEstimate estimate_memory(nn::Module& model, const MemoryEstimateOptions& o
     throw ValueError(detail::concat("estimate_memory: world_size=", o.world_size, " must be >= 1"));
   const int stage = s == "deepspeed" ? o.deepspeed.stage : 0;
   if (s == "deepspeed" && (stage < 1 || stage > 3))
-    throw ValueError(detail::concat("estimate_memory: deepspeed stage ", stage,
-                                    " is invalid; use 1, 2 or 3"));
+    throw ValueError(
+        detail::concat("estimate_memory: deepspeed stage ", stage, " is invalid; use 1, 2 or 3"));
   const int64_t W = s == "single" ? 1 : o.world_size;
   const Dtypes d = dtypes_of(o.precision);
   const int64_t pb = d.param;  // parameter, gradient and state bytes per element
@@ -209,15 +219,19 @@ MemoryEstimate estimate_memory(nn::Module& model, const MemoryEstimateOptions& o
     if (o.seq_len > gpt->config.block_size)
       throw ValueError(detail::concat("estimate_memory: seq_len ", o.seq_len,
                                       " exceeds the GPT's block_size ", gpt->config.block_size));
-    GptShape g{o.batch_size, o.seq_len, gpt->config.n_embd, gpt->config.n_head,
+    GptShape g{o.batch_size,           o.seq_len, gpt->config.n_embd, gpt->config.n_head,
                gpt->config.vocab_size, L};
     saved = gpt_outer_saved(g, d) + L * gpt_block_saved(g, d);
     if (d.mixed) saved += trainable * d.act;  // every weight's low-dtype cast, kept for backward
     for (int k = 0; k < num_segments; ++k)
-      moments[size_t(k)] = gpt_moments(g, d, k == 0 ? 0 : k == num_segments - 1 ? 2 : 1,
+      moments[size_t(k)] = gpt_moments(g, d,
+                                       k == 0                  ? 0
+                                       : k == num_segments - 1 ? 2
+                                                               : 1,
                                        seg_numel[size_t(k)]);
-    e.activation_note = detail::concat("nn::GPT, ", o.batch_size, " x ", o.seq_len,
-                                       " tokens per rank", d.mixed ? " (autocast: approximate)" : "");
+    e.activation_note =
+        detail::concat("nn::GPT, ", o.batch_size, " x ", o.seq_len, " tokens per rank",
+                       d.mixed ? " (autocast: approximate)" : "");
   } else {
     e.activation_note = gpt ? "not estimated: set batch_size and seq_len"
                             : "not estimated: activations are modelled for nn::GPT only";

@@ -57,22 +57,22 @@ struct MemoryEstimateOptions {
 };
 
 struct MemoryEstimate {
-  int64_t num_parameters = 0;   // of the whole model
+  int64_t num_parameters = 0;  // of the whole model
   // Per rank, bytes: rank 0's, the largest (under ZeRO a later rank may own only padding of
   // a bucket, and so step fewer elements). Held between steps:
-  int64_t parameters = 0;       // replicas, or shards (fsdp, stage 3); stages 1/2 add the owned shard
-  int64_t optimizer_state = 0;  // over exactly what the optimizer steps
+  int64_t parameters = 0;  // replicas, or shards (fsdp, stage 3); stages 1/2 add the owned shard
+  int64_t optimizer_state = 0;     // over exactly what the optimizer steps
   int64_t persistent_buffers = 0;  // DDP / stage-1 reducer buckets (allocated at setup)
   // Everything held between two steps (after zero_grad): the three above, plus stage 2's
   // partition gradients, which the next backward drops.
   int64_t between_steps = 0;
   // At the step's peak:
-  int64_t gradients = 0;        // gradient tensors live (autograd's, partition or shard gradients)
-  int64_t communication = 0;    // in-flight buffers: FSDP gathered units, flat reduce inputs,
-                                // ZeRO flat buckets; plus persistent_buffers
-  int64_t activations = 0;      // saved for backward, plus the gradient being computed
-  int64_t peak = 0;             // the sum of the above at the step's peak
-  std::string peak_phase;       // "backward", "optimizer step" or "forward"
+  int64_t gradients = 0;      // gradient tensors live (autograd's, partition or shard gradients)
+  int64_t communication = 0;  // in-flight buffers: FSDP gathered units, flat reduce inputs,
+                              // ZeRO flat buckets; plus persistent_buffers
+  int64_t activations = 0;    // saved for backward, plus the gradient being computed
+  int64_t peak = 0;           // the sum of the above at the step's peak
+  std::string peak_phase;     // "backward", "optimizer step" or "forward"
   // Largest unit's gathered bytes (fsdp and stage 3; 0 otherwise).
   int64_t largest_unit_gathered = 0;
   int64_t saved_activations = 0;  // the forward's saved tensors alone (0 if not estimated)

@@ -111,11 +111,11 @@ void expect_estimate_matches(const std::string& name) {
     RankRecord rec = job.rank(r);
     ASSERT_EQ(rec.value("done"), 1.0) << job.describe();
     const double measured = rec.value("measured_peak"), estimated = rec.value("estimated_peak");
-    std::printf("%s rank %d: peak estimated %.0f bytes (%s), measured %.0f: %.4fx; between "
-                "steps %.0f / %.0f\n",
-                name.c_str(), r, estimated, rec.text("phase").c_str(), measured,
-                estimated / measured, rec.value("estimated_between_steps"),
-                rec.value("measured_between_steps"));
+    std::printf(
+        "%s rank %d: peak estimated %.0f bytes (%s), measured %.0f: %.4fx; between "
+        "steps %.0f / %.0f\n",
+        name.c_str(), r, estimated, rec.text("phase").c_str(), measured, estimated / measured,
+        rec.value("estimated_between_steps"), rec.value("measured_between_steps"));
     EXPECT_NEAR(estimated / measured, 1.0, 0.10)
         << name << " rank " << r << ": estimated peak " << estimated << " bytes ("
         << rec.text("phase") << "), measured " << measured;
@@ -210,9 +210,7 @@ TEST(MemoryEstimate, RefusesWhatItCannotEstimate) {
               HasSubstr("deepspeed stage 4 is invalid; use 1, 2 or 3"));
   DefaultDeviceGuard meta(Device::meta());
   nn::GPT gpt(config());
-  EXPECT_THAT(value_error_of([&] {
-                estimate_memory(gpt, {.batch_size = 1, .seq_len = kSeq + 1});
-              }),
+  EXPECT_THAT(value_error_of([&] { estimate_memory(gpt, {.batch_size = 1, .seq_len = kSeq + 1}); }),
               HasSubstr("seq_len 33 exceeds the GPT's block_size 32"));
 }
 
