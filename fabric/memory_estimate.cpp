@@ -177,6 +177,10 @@ MemoryEstimate estimate_memory(nn::Module& model, const MemoryEstimateOptions& o
   if (s == "deepspeed" && (stage < 1 || stage > 3))
     throw ValueError(
         detail::concat("estimate_memory: deepspeed stage ", stage, " is invalid; use 1, 2 or 3"));
+  if (s == "deepspeed" && (o.precision == "16-mixed" || o.precision == "16"))
+    throw ValueError(
+        "estimate_memory: the deepspeed strategy refuses precision '16-mixed' (its gradient "
+        "scaler would see one partition per rank); estimate 'bf16-mixed' instead");
   const int64_t W = s == "single" ? 1 : o.world_size;
   const Dtypes d = dtypes_of(o.precision);
   const int64_t pb = d.param;  // parameter, gradient and state bytes per element

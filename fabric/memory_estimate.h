@@ -84,7 +84,8 @@ struct MemoryEstimate {
 
 // `model` may live on meta (Fabric::init_module(empty_init), or DefaultDeviceGuard(meta)).
 // ValueError for an unknown strategy or precision, a world size < 1, a deepspeed stage other
-// than 1, 2, 3, or a GPT estimate asked for with seq_len above the model's block_size.
+// than 1, 2, 3 (or with 16-mixed, which that strategy refuses), or a GPT estimate asked for
+// with seq_len above the model's block_size.
 MemoryEstimate estimate_memory(nn::Module& model, const MemoryEstimateOptions& options);
 
 // The ZeRO paper's bytes per rank for `num_parameters` under mixed-precision Adam at `stage`

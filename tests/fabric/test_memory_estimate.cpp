@@ -208,6 +208,10 @@ TEST(MemoryEstimate, RefusesWhatItCannotEstimate) {
   o.deepspeed.stage = 4;
   EXPECT_THAT(value_error_of([&] { estimate_memory(*model, o); }),
               HasSubstr("deepspeed stage 4 is invalid; use 1, 2 or 3"));
+  o.deepspeed.stage = 2;
+  o.precision = "16-mixed";
+  EXPECT_THAT(value_error_of([&] { estimate_memory(*model, o); }),
+              HasSubstr("refuses precision '16-mixed'"));
   DefaultDeviceGuard meta(Device::meta());
   nn::GPT gpt(config());
   EXPECT_THAT(value_error_of([&] { estimate_memory(gpt, {.batch_size = 1, .seq_len = kSeq + 1}); }),
