@@ -5,7 +5,7 @@
 # always gives a CPU-only loom that links, whether or not nvcc is installed, and ON says that
 # there is nothing to build. Once kernels/cuda/ holds sources, AUTO builds them when nvcc is
 # found and ON requires nvcc. Every CPU-only build answers a CUDA request with the phrase of
-# kernels/cuda_status.h.
+# core/cuda_status.h.
 set(LOOM_CUDA_ENABLED OFF)
 file(GLOB_RECURSE _loom_cuda_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cu
      ${PROJECT_SOURCE_DIR}/kernels/cuda/*.cpp)

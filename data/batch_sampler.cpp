@@ -1,7 +1,7 @@
 // BatchSampler: chunking one epoch of indices.
 #include "data/batch_sampler.h"
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::data {
 

@@ -4,7 +4,7 @@
 #include <numeric>
 
 #include "data/rng.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::data {
 

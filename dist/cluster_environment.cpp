@@ -5,7 +5,7 @@
 #include <charconv>
 
 #include "dist/socket.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 extern char** environ;
 

@@ -2,7 +2,7 @@
 #include "dist/elastic_restart.h"
 
 #include "dist/socket.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 

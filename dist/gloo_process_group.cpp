@@ -27,7 +27,7 @@
 #include "dist/launcher_watch.h"
 #include "dist/reduce_op.h"
 #include "dist/shm_all_reduce.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 

@@ -21,7 +21,7 @@
 #include <cstdint>
 
 #include "dist/process_group.h"
-#include "tensor/dtype.h"
+#include "core/dtype.h"
 
 namespace gloo {
 class Context;

@@ -1,7 +1,7 @@
 // GlooStore forwarding; see gloo_store.h.
 #include "dist/gloo_store.h"
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 

@@ -15,7 +15,7 @@
 #include "dist/gloo_reduce_scatter.h"
 #include "dist/reduce_op.h"
 #include "dist/shm_all_reduce.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 

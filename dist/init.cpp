@@ -12,7 +12,7 @@
 
 #include "dist/gloo_process_group.h"
 #include "dist/socket.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 

@@ -16,7 +16,7 @@
 
 #include "dist/launcher_watch.h"
 #include "dist/socket.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 namespace {

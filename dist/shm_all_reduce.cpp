@@ -24,7 +24,7 @@
 
 #include "dist/elementwise_reduce.h"
 #include "dist/reduce_op.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 

@@ -67,8 +67,8 @@
 
 #include "dist/process_group.h"
 #include "dist/tcp_store.h"
-#include "tensor/dtype.h"
-#include "tensor/error.h"
+#include "core/dtype.h"
+#include "core/error.h"
 
 namespace loom::dist {
 

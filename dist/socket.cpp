@@ -17,7 +17,7 @@
 #include <cstring>
 #include <thread>
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "dist/store_protocol.h"
 #include "dist/tcp_store_server.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 namespace {

@@ -14,7 +14,7 @@
 
 #include "dist/socket.h"
 #include "dist/store_protocol.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 namespace {

@@ -4,7 +4,7 @@
 #include <memory>
 #include <string>
 
-#include "tensor/device.h"
+#include "core/device.h"
 
 namespace loom {
 

@@ -16,7 +16,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 

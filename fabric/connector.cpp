@@ -9,7 +9,7 @@
 #include "fabric/dp.h"
 #include "fabric/elastic_launch.h"
 #include "fabric/fsdp.h"
-#include "kernels/cuda_status.h"
+#include "core/cuda_status.h"
 
 namespace loom {
 namespace {

@@ -1,7 +1,7 @@
 #include "fabric/fsdp_unit.h"
 
 #include "autograd/grad_mode.h"
-#include "tensor/error.h"
+#include "core/error.h"
 #include "tensor/factories.h"
 #include "tensor/native.h"
 

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 namespace {

@@ -1,6 +1,6 @@
 #include "fabric/wrapper_module.h"
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "fabric/io/safetensors.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace {
 

@@ -11,10 +11,10 @@
 #include <string>
 #include <string_view>
 
-#include "kernels/cuda_status.h"
-#include "tensor/device.h"
-#include "tensor/dtype.h"
-#include "tensor/error.h"
+#include "core/cuda_status.h"
+#include "core/device.h"
+#include "core/dtype.h"
+#include "core/error.h"
 
 namespace loom::kernels {
 

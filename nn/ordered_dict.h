@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::nn {
 

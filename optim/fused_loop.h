@@ -15,8 +15,8 @@
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/strided.h"
-#include "tensor/dtype.h"
-#include "tensor/error.h"
+#include "core/dtype.h"
+#include "core/error.h"
 
 namespace loom::optim::fused {
 

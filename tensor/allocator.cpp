@@ -8,8 +8,8 @@
 #include <new>
 #include <vector>
 
-#include "kernels/cuda_status.h"
-#include "tensor/error.h"
+#include "core/cuda_status.h"
+#include "core/error.h"
 
 namespace loom {
 

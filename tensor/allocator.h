@@ -17,7 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "tensor/device.h"
+#include "core/device.h"
 
 namespace loom {
 

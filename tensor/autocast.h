@@ -6,7 +6,7 @@
 // never do.
 #pragma once
 
-#include "tensor/dtype.h"
+#include "core/dtype.h"
 
 namespace loom {
 

@@ -1,6 +1,6 @@
 #include "tensor/defaults.h"
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 namespace {

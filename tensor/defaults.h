@@ -3,8 +3,8 @@
 // when an exception passes through (Fabric's init_module stacks these).
 #pragma once
 
-#include "tensor/device.h"
-#include "tensor/dtype.h"
+#include "core/device.h"
+#include "core/dtype.h"
 
 namespace loom {
 

@@ -1,7 +1,7 @@
 #include "tensor/device_check.h"
 
-#include "kernels/cuda_status.h"
-#include "tensor/error.h"
+#include "core/cuda_status.h"
+#include "core/error.h"
 
 namespace loom::native {
 

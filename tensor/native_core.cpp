@@ -2,7 +2,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/copy.h"
-#include "kernels/cuda_status.h"
+#include "core/cuda_status.h"
 #include "tensor/native.h"
 
 namespace loom::native {

@@ -15,7 +15,7 @@
 #include <string>
 
 #include "tensor/allocator.h"
-#include "tensor/device.h"
+#include "core/device.h"
 
 namespace loom {
 

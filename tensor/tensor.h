@@ -20,9 +20,9 @@
 #include <tuple>
 #include <vector>
 
-#include "tensor/device.h"
-#include "tensor/dtype.h"
-#include "tensor/error.h"
+#include "core/device.h"
+#include "core/dtype.h"
+#include "core/error.h"
 #include "tensor/shape.h"
 #include "tensor/storage.h"
 

@@ -22,7 +22,7 @@
 #include "dist/init.h"
 #include "dist/process_launcher.h"
 #include "dist/socket.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 int main(int argc, char** argv) {
   using namespace loom::dist;

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "data/dataset.h"
-#include "tensor/error.h"
+#include "core/error.h"
 #include "tensor/factories.h"
 
 namespace gpt_example {

@@ -17,7 +17,7 @@
 #include <string_view>
 
 #include "fabric/io/crc32c.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 namespace {

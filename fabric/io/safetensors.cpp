@@ -18,7 +18,7 @@
 
 #include "fabric/io/atomic_file.h"
 #include "fabric/io/crc32c.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 

@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "fabric/io/atomic_file.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 namespace {

@@ -12,7 +12,7 @@
 #include <filesystem>
 
 #include "fabric/io/crc32c.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 

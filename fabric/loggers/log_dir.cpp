@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fabric/io/atomic_file.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 namespace {

@@ -4,7 +4,7 @@
 #include <array>
 
 #include "fabric/io/atomic_file.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 

@@ -8,7 +8,7 @@
 #include <sstream>
 #include <string_view>
 
-#include "tensor/error.h"  // header only: the error types
+#include "core/error.h"  // header only: the error types
 
 namespace loom {
 namespace {

@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-#include "tensor/dtype.h"
+#include "core/dtype.h"
 
 namespace loom::kernels::cpu {
 

@@ -13,7 +13,7 @@
 #include <cstdint>
 
 #include "kernels/dispatch.h"
-#include "tensor/dtype.h"
+#include "core/dtype.h"
 
 namespace loom::kernels::cpu {
 

@@ -21,7 +21,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/strided.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::kernels::cpu::ew {
 
@@ -35,7 +35,7 @@ template <class T>
 using compute_t = std::conditional_t<is_16bit_v<T>, float, T>;
 
 #if defined(__AVX2__)
-// bf16 <-> f32 for 8 values in registers, with the rules of tensor/half.h bit for bit: widening
+// bf16 <-> f32 for 8 values in registers, with the rules of core/half.h bit for bit: widening
 // is a 16-bit shift; narrowing rounds to nearest even (add 0x7fff plus the lowest kept bit)
 // and turns a NaN into a quiet NaN of the same sign and top payload bits ((x >> 16) | 0x40).
 inline __m256 bf16x8_to_f32(const BFloat16* src) {
@@ -59,7 +59,7 @@ inline void f32x8_to_bf16(__m256 v, BFloat16* dst) {
 
 // Contiguous block conversions between a stored type T and its compute type. For f16 they
 // use the F16C instructions when compiled with -mf16c (LOOM_AVX2): both directions are exact
-// or round to nearest even, so they agree bit for bit with tensor/half.h on every non-NaN
+// or round to nearest even, so they agree bit for bit with core/half.h on every non-NaN
 // value (a NaN stays a NaN; only non-default payload bits may differ). This is what makes an
 // f16 add memory bound instead of conversion bound.
 template <class T, class C>

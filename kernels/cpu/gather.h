@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "tensor/dtype.h"
+#include "core/dtype.h"
 
 namespace loom::kernels::cpu {
 

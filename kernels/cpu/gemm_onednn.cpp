@@ -1,6 +1,6 @@
 #include "kernels/cpu/gemm_onednn.h"
 
-#include "tensor/error.h"  // header only: LOOM_CHECK
+#include "core/error.h"  // header only: LOOM_CHECK
 
 #if LOOM_WITH_ONEDNN
 

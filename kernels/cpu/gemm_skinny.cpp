@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/parallel.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::kernels::cpu {
 namespace {

@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "tensor/error.h"  // header only: the error types (kernels link nothing of tensor/)
+#include "core/error.h"  // header only: the error types (kernels link nothing of tensor/)
 
 extern "C" void openblas_set_num_threads(int);
 

@@ -17,7 +17,7 @@
 #include <type_traits>
 
 #include "kernels/dispatch.h"
-#include "tensor/dtype.h"
+#include "core/dtype.h"
 
 namespace loom::kernels::cpu {
 

@@ -8,8 +8,8 @@
 #include <cstring>
 #include <type_traits>
 
-#include "tensor/error.h"
-#include "tensor/half.h"
+#include "core/error.h"
+#include "core/half.h"
 
 namespace loom::kernels {
 

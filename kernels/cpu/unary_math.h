@@ -12,7 +12,7 @@
 
 #include "kernels/cpu/eigen_blocks.h"
 #include "kernels/cpu/elementwise.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::kernels::cpu {
 namespace {

@@ -11,7 +11,7 @@
 #include "data/distributed_sampler.h"
 #include "data/rng.h"
 #include "data/sampler.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::data {
 namespace {

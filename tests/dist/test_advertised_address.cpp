@@ -16,7 +16,7 @@
 #include "dist/forked_ranks.h"
 #include "dist/init.h"
 #include "dist/socket.h"
-#include "tensor/error.h"
+#include "core/error.h"
 #include "tensor/factories.h"
 
 namespace loom::dist {

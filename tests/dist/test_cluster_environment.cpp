@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "dist/cluster_environment.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 namespace {

@@ -12,7 +12,7 @@
 
 #include "dist/forked_ranks.h"
 #include "dist/gloo_store.h"
-#include "tensor/error.h"
+#include "core/error.h"
 #include "tensor/factories.h"
 
 namespace loom::dist {

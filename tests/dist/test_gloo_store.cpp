@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "dist/gloo_store.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 namespace {

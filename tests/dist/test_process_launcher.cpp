@@ -16,7 +16,7 @@
 
 #include "dist/elastic_restart.h"
 #include "dist/process_launcher.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 namespace {

@@ -17,7 +17,7 @@
 #include "dist/socket.h"
 #include "dist/store_protocol.h"
 #include "dist/tcp_store.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom::dist {
 namespace {

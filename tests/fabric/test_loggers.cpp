@@ -20,7 +20,7 @@
 #include "fabric/loggers/event_file.h"
 #include "fabric/loggers/tensorboard_logger.h"
 #include "fabric_test_util.h"
-#include "tensor/error.h"
+#include "core/error.h"
 #include "tests/fabric/ddp_harness.h"
 
 namespace loom {

@@ -10,7 +10,7 @@
 
 #include "fabric/loggers/line_plot.h"
 #include "fabric/loggers/png_writer.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 using namespace loom;
 

@@ -19,7 +19,7 @@
 #include "fabric/io/crc32c.h"
 #include "fabric/io/safetensors.h"
 #include "fabric_test_util.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 namespace {

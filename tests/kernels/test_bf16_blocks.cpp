@@ -1,6 +1,6 @@
 // The elementwise kernels' bf16 <-> f32 block conversions (kernels/cpu/elementwise_loops.h)
 // convert 8 values at a time in registers; they must give the bits of the scalar rules in
-// tensor/half.h for every input: all 65,536 bf16 patterns widened, and narrowing of every
+// core/half.h for every input: all 65,536 bf16 patterns widened, and narrowing of every
 // f32 exponent with many mantissas, the rounding ties, infinities and NaNs (including
 // signalling ones, which become quiet). Block lengths that are not multiples of 8 exercise
 // the scalar tail.

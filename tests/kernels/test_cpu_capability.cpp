@@ -7,7 +7,7 @@
 #include <string>
 
 #include "kernels/cpu/capability.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 namespace {

@@ -20,7 +20,7 @@
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/threads_guard.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 namespace {

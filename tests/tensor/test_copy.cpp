@@ -7,7 +7,7 @@
 
 #include <cmath>
 
-#include "kernels/cuda_status.h"
+#include "core/cuda_status.h"
 #include "kernels/threads_guard.h"
 #include "tensor/factories.h"
 #include "tensor/native.h"

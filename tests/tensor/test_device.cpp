@@ -1,11 +1,11 @@
-// Device (tensor/device.h): parsing the string forms, their errors, equality and printing.
+// Device (core/device.h): parsing the string forms, their errors, equality and printing.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <sstream>
 
-#include "tensor/device.h"
-#include "tensor/error.h"
+#include "core/device.h"
+#include "core/error.h"
 
 namespace loom {
 namespace {

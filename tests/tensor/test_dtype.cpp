@@ -1,4 +1,4 @@
-// DType (tensor/dtype.h) and the 16-bit float conversions (tensor/half.h): every f16 and bf16
+// DType (core/dtype.h) and the 16-bit float conversions (core/half.h): every f16 and bf16
 // bit pattern decoded against a formula evaluated in double, f32 -> f16/bf16 rounding checked
 // against an independent round-to-nearest-even reference on random values and on every tie
 // point, the F16C instructions agreeing bit for bit, sizes, names and the promotion table.
@@ -15,8 +15,8 @@
 #include <immintrin.h>
 #endif
 
-#include "tensor/dtype.h"
-#include "tensor/error.h"
+#include "core/dtype.h"
+#include "core/error.h"
 
 namespace loom {
 namespace {

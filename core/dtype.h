@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "tensor/half.h"
+#include "core/half.h"
 
 namespace loom {
 

@@ -1,6 +1,6 @@
-#include "tensor/dtype.h"
+#include "core/dtype.h"
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 

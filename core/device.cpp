@@ -1,8 +1,8 @@
-#include "tensor/device.h"
+#include "core/device.h"
 
 #include <charconv>
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace loom {
 
