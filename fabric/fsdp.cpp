@@ -119,9 +119,15 @@ void FullyShardedModule::on_parameter_gradient(size_t u) {
   FlatUnit& unit = *units_[u];
   if (++grads_ready_[u] < grads_needed_[u]) return;
   // The unit's backward is complete: its gradients are final and its parameters unneeded.
-  unit.reduce_gradients_async(*group_);  // waited for at the end of backward
+  unit.reduce_gradients_async(*group_);
   reduced_[u] = true;
   if (u != 0) unit.reshard();
+  // Finish the oldest reductions beyond kMaxReducesInFlight: each frees a padded flat gradient.
+  reducing_.push_back(u);
+  while (reducing_.size() > fsdp::kMaxReducesInFlight) {
+    units_[reducing_.front()]->finish_reduce();
+    reducing_.pop_front();
+  }
 }
 
 void FullyShardedModule::finalize_backward() {
@@ -130,6 +136,7 @@ void FullyShardedModule::finalize_backward() {
   // order on every rank, so the collectives still match.
   for (size_t u = 0; u < units_.size(); ++u)
     if (sync_ && !reduced_[u]) units_[u]->reduce_gradients_async(*group_);
+  reducing_.clear();
   for (size_t u = 0; u < units_.size(); ++u) {
     units_[u]->finish_reduce();
     units_[u]->reshard();

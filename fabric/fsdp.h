@@ -27,6 +27,7 @@
 // written outside nn::init is captured once the module's reset_parameters() returns.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -111,6 +112,7 @@ class FullyShardedModule : public WrapperModule {
   std::vector<int> grads_ready_;        // per unit, this backward
   std::vector<int> grads_needed_;       // per unit: its parameters that require grad
   std::vector<bool> reduced_;           // per unit, this backward
+  std::deque<size_t> reducing_;         // units whose reduce-scatter is in flight, oldest first
 };
 
 class FSDPStrategy : public DDPStrategy {

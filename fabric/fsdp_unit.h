@@ -47,6 +47,10 @@ struct FlatParam {
   int64_t numel = 0;
 };
 
+// Units whose reduce-scatter may be in flight at once during backward: the one just started
+// and the one before it, so that a collective always overlaps the next unit's backward.
+inline constexpr size_t kMaxReducesInFlight = 2;
+
 class FlatUnit {
  public:
   // `params` in walk order, all of dtype `master`. Builds the layout; no memory yet.
@@ -83,8 +87,10 @@ class FlatUnit {
   void reshard();
 
   // Starts the reduce-scatter of the parameters' gradients (a missing one counts as zero),
-  // averaged over the ranks, and drops them; finish_reduce() waits for it and adds the result
-  // to the shard's gradient (or sets it). The collective runs while backward goes on.
+  // averaged over the ranks, and drops them; finish_reduce() waits for it, frees the padded
+  // flat gradient and adds the result to the shard's gradient (or sets it). The collective
+  // runs while backward goes on; FullyShardedModule keeps at most kMaxReducesInFlight units'
+  // flat gradients alive, so a rank never holds the whole model's gradient at once.
   void reduce_gradients_async(dist::ProcessGroup& group);
   void finish_reduce();
 

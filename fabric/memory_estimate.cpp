@@ -4,10 +4,12 @@
 #include "fabric/memory_estimate.h"
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <unordered_map>
 
 #include "core/error.h"
+#include "fabric/fsdp_unit.h"
 #include "nn/gpt.h"
 
 namespace loom {
@@ -409,9 +411,12 @@ MemoryEstimate estimate_memory(nn::Module& model, const MemoryEstimateOptions& o
     w.point(0, root_full, saved, "forward");
     // Backward: a unit is gathered for its segment, with the unit before it prefetched; its
     // gradients (gathered dtype) wait until all are there, then go into a padded flat buffer
-    // (both alive a moment) that stays in flight, with its (shard,) output, until the end of
-    // backward (FullyShardedModule::finalize_backward).
+    // (both alive a moment) whose reduce-scatter runs, with its (shard,) output, while at most
+    // kMaxReducesInFlight units are in flight: starting one more finishes the oldest, which
+    // frees its flat buffer and keeps its output as the shard's gradient (converted to the
+    // master dtype when the reduce dtype differs) (FullyShardedModule::on_parameter_gradient).
     int64_t grads = 0, flats = 0;
+    std::deque<const Unit*> in_flight;
     for (int seg = 0; seg < num_segments; ++seg) {
       int64_t gathered = root_full;
       if (num_segments > 1) {
@@ -439,6 +444,17 @@ MemoryEstimate estimate_memory(nn::Module& model, const MemoryEstimateOptions& o
           w.point(grads, gathered + flats, saved, "backward");
           grads -= unit.grad_numel * cb;
           flats += unit.shard * rb;
+          in_flight.push_back(&unit);
+          while (in_flight.size() > fsdp::kMaxReducesInFlight) {
+            const Unit& done = *in_flight.front();
+            in_flight.pop_front();
+            flats -= done.padded * rb;
+            if (rb != pb) {  // the output converted to the master dtype, then released
+              flats += done.shard * pb;
+              w.point(grads, gathered + flats, saved, "backward");
+              flats -= done.shard * rb;
+            }
+          }
         }
     }
     // The step: each shard's gradient (master dtype).
