@@ -12,6 +12,7 @@
 #include <set>
 
 #include "autograd/grad_mode.h"
+#include "fabric/io/checkpoint_codec.h"
 #include "fabric/io/crc32c.h"
 #include "fabric/io/safetensors.h"
 #include "fabric/wrappers.h"
@@ -24,46 +25,13 @@ using json = nlohmann::json;
 
 constexpr int64_t kFormat = 2;  // written by save; loads read 1 and 2
 
-std::string st_dtype(DType t) {
-  switch (t) {
-    case DType::f64: return "F64";
-    case DType::f32: return "F32";
-    case DType::f16: return "F16";
-    case DType::bf16: return "BF16";
-    case DType::i64: return "I64";
-    case DType::i32: return "I32";
-    case DType::u8: return "U8";
-    case DType::bool_: return "BOOL";
-  }
-  return "?";
-}
 
-std::optional<DType> loom_dtype(const std::string& code) {
-  static const std::map<std::string, DType> m{{"F64", DType::f64}, {"F32", DType::f32},
-                                              {"F16", DType::f16}, {"BF16", DType::bf16},
-                                              {"I64", DType::i64}, {"I32", DType::i32},
-                                              {"U8", DType::u8},   {"BOOL", DType::bool_}};
-  auto it = m.find(code);
-  if (it == m.end()) return std::nullopt;
-  return it->second;
-}
 
-std::string hex8(uint32_t v) {
-  char out[9];
-  std::snprintf(out, sizeof out, "%08x", v);
-  return out;
-}
 
-// JSON has no NaN or infinities; they travel as strings (checkpoint.h).
-json number_json(double v) {
-  if (std::isnan(v)) return "nan";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  return v;
-}
 
 json numbers_json(const std::map<std::string, double>& m) {
   json out = json::object();
-  for (const auto& [k, v] : m) out[k] = number_json(v);
+  for (const auto& [k, v] : m) out[k] = io::number_json(v);
   return out;
 }
 
@@ -86,7 +54,7 @@ struct EntryList {
     Tensor c = native::contiguous(native::to(t, Device::cpu(), t.dtype()));
     keep.push_back(c);
     const void* data = c.numel() ? c.raw_data_ptr() : nullptr;
-    entries.push_back({name, st_dtype(c.dtype()), c.sizes(), data, c.nbytes()});
+    entries.push_back({name, io::safetensors_dtype(c.dtype()), c.sizes(), data, c.nbytes()});
     crcs[name] = data ? crc32c(data, c.nbytes()) : crc32c(nullptr, 0);
   }
 };
@@ -124,13 +92,13 @@ void save_checkpoint(const std::string& path, const CheckpointState& state,
     } else if (auto* s = std::get_if<std::shared_ptr<optim::LRScheduler>>(&value)) {
       auto sd = (*s)->state_dict();
       json base_lrs = json::array();
-      for (double lr : sd.base_lrs) base_lrs.push_back(number_json(lr));
+      for (double lr : sd.base_lrs) base_lrs.push_back(io::number_json(lr));
       e = {{"kind", "scheduler"}, {"last_epoch", sd.last_epoch}, {"base_lrs", base_lrs}};
     } else if (auto* t = std::get_if<Tensor>(&value)) {
       e = {{"kind", "tensor"}};
       list.add(key, *t);
     } else if (auto* d = std::get_if<double>(&value)) {
-      e = {{"kind", "double"}, {"value", number_json(*d)}};
+      e = {{"kind", "double"}, {"value", io::number_json(*d)}};
     } else if (auto* i = std::get_if<int64_t>(&value)) {
       e = {{"kind", "int"}, {"value", *i}};
     } else {
@@ -286,7 +254,7 @@ json parse_loom_json(const std::string& text, const std::string& path) {
 
 Tensor read_tensor(const SafetensorsFile& f, const std::string& name) {
   const auto& info = f.info(name);
-  std::optional<DType> dtype = loom_dtype(info.dtype);
+  std::optional<DType> dtype = io::dtype_of_safetensors(info.dtype);
   if (!dtype)  // SafetensorsFile accepts loom's dtypes only; kept as a check all the same
     throw ValueError("load: tensor '" + name + "' in '" + f.path() + "' has dtype " + info.dtype +
                      ", which loom does not support");
@@ -296,13 +264,6 @@ Tensor read_tensor(const SafetensorsFile& f, const std::string& name) {
   return t;
 }
 
-// The optimizer a FabricOptimizer wraps (it forwards load_state_dict, but checking goes to the
-// optimizer that owns the options and the step()).
-const optim::Optimizer& innermost(const optim::Optimizer& o) {
-  const optim::Optimizer* p = &o;
-  while (const auto* w = dynamic_cast<const FabricOptimizer*>(p)) p = w->optimizer().get();
-  return *p;
-}
 
 // The precision plugin's state: finite numbers; when there is any, a gradient scaler's five
 // keys, which Fabric::load hands to GradScaler::load_state_dict (it needs all of them and
@@ -411,8 +372,8 @@ class Loader {
       if (actual != uint32_t(expected))
         throw ValueError(detail::concat(
             "load: tensor '", name, "' in checkpoint '", path_, "' is corrupt: its ", bytes.size(),
-            " bytes have CRC-32C ", hex8(actual), " but the checkpoint recorded ",
-            hex8(uint32_t(expected)), "; the file was damaged after it was written (use an earlier "
+            " bytes have CRC-32C ", io::hex8(actual), " but the checkpoint recorded ",
+            io::hex8(uint32_t(expected)), "; the file was damaged after it was written (use an earlier "
             "checkpoint or a backup)"));
     }
   }
@@ -534,7 +495,7 @@ class Loader {
 
   std::function<void()> plan_optimizer(const std::string& key, const json& e,
                                        std::shared_ptr<optim::Optimizer> o) {
-    const optim::Optimizer& inner = innermost(*o);
+    const optim::Optimizer& inner = unwrap_optimizer(*o);
     optim::OptimizerStateDict sd = optimizer_state(key, e, inner);
     const auto& groups = inner.param_groups();
     bool fits = sd.param_groups.size() == groups.size();

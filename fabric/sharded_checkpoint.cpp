@@ -22,6 +22,7 @@
 #include "fabric/deepspeed.h"
 #include "fabric/fsdp.h"
 #include "fabric/io/atomic_file.h"
+#include "fabric/io/checkpoint_codec.h"
 #include "fabric/io/crc32c.h"
 #include "fabric/io/safetensors.h"
 #include "fabric/wrappers.h"
@@ -36,46 +37,9 @@ using json = nlohmann::json;
 
 constexpr const char* kCrcPrefix = "{\"index_crc32c\":\"";  // the index's first bytes
 
-std::string st_dtype(DType t) {
-  switch (t) {
-    case DType::f64:
-      return "F64";
-    case DType::f32:
-      return "F32";
-    case DType::f16:
-      return "F16";
-    case DType::bf16:
-      return "BF16";
-    case DType::i64:
-      return "I64";
-    case DType::i32:
-      return "I32";
-    case DType::u8:
-      return "U8";
-    case DType::bool_:
-      return "BOOL";
-  }
-  return "?";
-}
 
-std::optional<DType> loom_dtype(const std::string& code) {
-  for (DType t : {DType::f64, DType::f32, DType::f16, DType::bf16, DType::i64, DType::i32,
-                  DType::u8, DType::bool_})
-    if (st_dtype(t) == code) return t;
-  return std::nullopt;
-}
 
-std::string hex8(uint32_t v) {
-  char out[9];
-  std::snprintf(out, sizeof out, "%08x", v);
-  return out;
-}
 
-json number_json(double v) {
-  if (std::isnan(v)) return "nan";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  return v;
-}
 
 int64_t numel_of(const Shape& s) {
   int64_t n = 1;
@@ -190,11 +154,6 @@ ParamNames param_names(const CheckpointState& state) {
   return out;
 }
 
-const optim::Optimizer& innermost(const optim::Optimizer& o) {
-  const optim::Optimizer* p = &o;
-  while (const auto* w = dynamic_cast<const FabricOptimizer*>(p)) p = w->optimizer().get();
-  return *p;
-}
 
 OptimizerView optimizer_view(const std::string& key, std::shared_ptr<optim::Optimizer> opt,
                              const ParamNames& names, const ShardedCheckpointContext& ctx,
@@ -203,7 +162,7 @@ OptimizerView optimizer_view(const std::string& key, std::shared_ptr<optim::Opti
   if (ctx.resolve_optimizer)
     if (auto r = ctx.resolve_optimizer(opt)) opt = r;
   view.apply_to = opt;
-  view.checker = &innermost(*opt);
+  view.checker = &unwrap_optimizer(*opt);
   auto refuse = [&](size_t position, const std::string& why) {
     throw ValueError(detail::concat(
         "sharded checkpoint: optimizer '", key, "': its parameter ", position, " ", why,
@@ -302,7 +261,7 @@ void on_every_rank_or_none(dist::ProcessGroup* group, const std::string& what,
 
 std::string index_text(json body) {
   std::string text = std::string(kCrcPrefix) + "00000000\"," + body.dump().substr(1);
-  const std::string crc = hex8(crc32c(text.data(), text.size()));
+  const std::string crc = io::hex8(crc32c(text.data(), text.size()));
   std::memcpy(text.data() + std::strlen(kCrcPrefix), crc.data(), 8);
   return text;
 }
@@ -401,7 +360,7 @@ void save_sharded_checkpoint(const std::string& path, const CheckpointState& sta
           size_t position = 0;
           for (const auto& g : sd.param_groups) {
             json options = json::object(), params = json::array();
-            for (const auto& [k, v] : g.options) options[k] = number_json(v);
+            for (const auto& [k, v] : g.options) options[k] = io::number_json(v);
             for (size_t i = 0; i < g.params.size(); ++i, ++position)
               for (const auto& n : view.params.at(position).names) params.push_back(n);
             groups.push_back({{"options", options}, {"params", params}});
@@ -426,7 +385,7 @@ void save_sharded_checkpoint(const std::string& path, const CheckpointState& sta
         } else if (auto* s = std::get_if<std::shared_ptr<optim::LRScheduler>>(&value)) {
           auto sd = (*s)->state_dict();
           json base_lrs = json::array();
-          for (double lr : sd.base_lrs) base_lrs.push_back(number_json(lr));
+          for (double lr : sd.base_lrs) base_lrs.push_back(io::number_json(lr));
           e = {{"kind", "scheduler"}, {"last_epoch", sd.last_epoch}, {"base_lrs", base_lrs}};
         } else if (auto* t = std::get_if<Tensor>(&value)) {
           e = {{"kind", "tensor"}};
@@ -436,7 +395,7 @@ void save_sharded_checkpoint(const std::string& path, const CheckpointState& sta
                              "value or leave it out of the state");
           slots.push_back({key, t->sizes(), t->dtype(), 0, t->numel(), *t, rank == 0});
         } else if (auto* d = std::get_if<double>(&value)) {
-          e = {{"kind", "double"}, {"value", number_json(*d)}};
+          e = {{"kind", "double"}, {"value", io::number_json(*d)}};
         } else if (auto* i = std::get_if<int64_t>(&value)) {
           e = {{"kind", "int"}, {"value", *i}};
         } else {
@@ -450,7 +409,7 @@ void save_sharded_checkpoint(const std::string& path, const CheckpointState& sta
       json empty = json::array();  // tensors without elements: in the index, in no file
       for (const Slot& s : slots) {
         if (s.save_here && numel_of(s.shape) == 0)
-          empty.push_back({{"name", s.name}, {"dtype", st_dtype(s.dtype)}, {"shape", s.shape}});
+          empty.push_back({{"name", s.name}, {"dtype", io::safetensors_dtype(s.dtype)}, {"shape", s.shape}});
         if (!s.save_here || s.hi <= s.lo) continue;
         if (!s.local.defined() || s.local.is_meta())
           throw ValueError("save: '" + s.name +
@@ -459,10 +418,10 @@ void save_sharded_checkpoint(const std::string& path, const CheckpointState& sta
             native::to(native::reshape(s.local, {-1}), Device::cpu(), s.local.dtype()));
         keep.push_back(c);
         const uint32_t crc = crc32c(c.raw_data_ptr(), c.nbytes());
-        list.push_back({s.name, st_dtype(c.dtype()), {c.numel()}, c.raw_data_ptr(), c.nbytes()});
+        list.push_back({s.name, io::safetensors_dtype(c.dtype()), {c.numel()}, c.raw_data_ptr(), c.nbytes()});
         crcs[s.name] = crc;
         pieces.push_back({{"name", s.name},
-                          {"dtype", st_dtype(c.dtype())},
+                          {"dtype", io::safetensors_dtype(c.dtype())},
                           {"shape", s.shape},
                           {"lo", s.lo},
                           {"hi", s.hi},
@@ -542,7 +501,7 @@ void save_sharded_checkpoint(const std::string& path, const CheckpointState& sta
           e["state"] = st;
         }
       json precision = json::object();
-      for (const auto& [k, v] : ctx.precision_state) precision[k] = number_json(v);
+      for (const auto& [k, v] : ctx.precision_state) precision[k] = io::number_json(v);
       json body = {{"format", "loom.sharded"}, {"version", 1},       {"world_size", world},
                    {"files", files},           {"tensors", tensors}, {"entries", entries},
                    {"precision", precision}};
@@ -607,7 +566,7 @@ class IndexReader {
     const std::string recorded = text.substr(at, 8);
     std::string zeroed = text;
     std::memcpy(zeroed.data() + at, "00000000", 8);
-    const std::string actual = hex8(crc32c(zeroed.data(), zeroed.size()));
+    const std::string actual = io::hex8(crc32c(zeroed.data(), zeroed.size()));
     if (recorded != actual)
       throw ValueError("load: the index of sharded checkpoint '" + path +
                        "' is corrupt: its CRC-32C is " + actual + " but it records " + recorded +
@@ -647,7 +606,7 @@ class IndexReader {
   TensorInfo info(const std::string& name) const {
     const json& t = root_["tensors"][name];
     try {
-      std::optional<DType> d = loom_dtype(t.at("dtype").get<std::string>());
+      std::optional<DType> d = io::dtype_of_safetensors(t.at("dtype").get<std::string>());
       if (!d) malformed("tensor '" + name + "'", "has an unknown dtype");
       Shape s = t.at("shape").get<Shape>();
       for (int64_t x : s)
@@ -723,8 +682,8 @@ class IndexReader {
     if (int64_t(actual) != crc)
       throw ValueError(detail::concat(
           "load: tensor '", name, "' in shard file '", file, "' of sharded checkpoint '", dir_,
-          "' is corrupt: its ", nbytes, " bytes have CRC-32C ", hex8(actual),
-          " but the index recorded ", hex8(uint32_t(crc)),
+          "' is corrupt: its ", nbytes, " bytes have CRC-32C ", io::hex8(actual),
+          " but the index recorded ", io::hex8(uint32_t(crc)),
           "; the file was damaged after it was written (use an earlier checkpoint or a backup)"));
     return cache_.emplace(key, std::move(bytes)).first->second;
   }

@@ -70,4 +70,10 @@ FabricDataLoader::Iterator& FabricDataLoader::Iterator::operator++() {
   return *this;
 }
 
+const optim::Optimizer& unwrap_optimizer(const optim::Optimizer& o) {
+  const optim::Optimizer* p = &o;
+  while (const auto* w = dynamic_cast<const FabricOptimizer*>(p)) p = w->optimizer().get();
+  return *p;
+}
+
 }  // namespace loom

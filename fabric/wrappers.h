@@ -78,6 +78,10 @@ class FabricOptimizer : public optim::Optimizer {
   bool skipped_ = false;
 };
 
+// The optimizer under any FabricOptimizer wrappers: the one that owns the options, the state
+// and step() (checkpoint checks go to it; the wrapper only forwards).
+const optim::Optimizer& unwrap_optimizer(const optim::Optimizer& o);
+
 // Iterates the wrapped loader and moves every batch to the strategy's device. Each new
 // iteration starts a new epoch: a DistributedSampler's epoch advances by itself unless the
 // user called set_epoch() explicitly.

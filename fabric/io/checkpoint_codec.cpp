@@ -1,0 +1,45 @@
+#include "fabric/io/checkpoint_codec.h"
+
+#include <cmath>
+#include <cstdio>
+
+namespace loom::io {
+
+namespace {
+constexpr DType kDTypes[] = {DType::f64, DType::f32, DType::f16,  DType::bf16,
+                             DType::i64, DType::i32, DType::u8, DType::bool_};
+}  // namespace
+
+std::string safetensors_dtype(DType t) {
+  switch (t) {
+    case DType::f64: return "F64";
+    case DType::f32: return "F32";
+    case DType::f16: return "F16";
+    case DType::bf16: return "BF16";
+    case DType::i64: return "I64";
+    case DType::i32: return "I32";
+    case DType::u8: return "U8";
+    case DType::bool_: return "BOOL";
+  }
+  return "?";
+}
+
+std::optional<DType> dtype_of_safetensors(const std::string& code) {
+  for (DType t : kDTypes)
+    if (safetensors_dtype(t) == code) return t;
+  return std::nullopt;
+}
+
+std::string hex8(uint32_t v) {
+  char out[9];
+  std::snprintf(out, sizeof out, "%08x", v);
+  return out;
+}
+
+nlohmann::json number_json(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return v;
+}
+
+}  // namespace loom::io
