@@ -10,6 +10,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fabric/fabric.h"
@@ -17,6 +18,7 @@
 #include "nn/containers.h"
 #include "nn/linear.h"
 #include "tensor/factories.h"
+#include "tensor/native.h"
 #include "tensor/ops.h"
 #include "tensor/random.h"
 
@@ -96,6 +98,27 @@ std::string value_error_of(Fn make) {
     return e.what();
   }
   return "";
+}
+
+// Tokens and their next-token targets, each (batch, seq), drawn from Generator(seed) over a
+// vocabulary of `vocab`: the language-model batches of the GPT tests.
+inline std::pair<Tensor, Tensor> token_batch(uint64_t seed, int64_t batch, int64_t seq,
+                                             int64_t vocab) {
+  Generator g(seed);
+  Tensor idx = empty({batch, seq + 1}, DType::i64);
+  fill_randint(idx, 0, vocab, g);
+  return {native::contiguous(native::slice(idx, 1, 0, seq, 1)),
+          native::contiguous(native::slice(idx, 1, 1, seq + 1, 1))};
+}
+
+// Rows [begin, begin + n) of t, contiguous: one rank's part of a global batch.
+inline Tensor rows(const Tensor& t, int64_t begin, int64_t n) {
+  return native::contiguous(native::slice(t, 0, begin, begin + n, 1));
+}
+
+// Mean next-token cross-entropy of a model that maps (B, T) tokens to (B, T, vocab) logits.
+inline Tensor lm_loss(nn::Module& m, const Tensor& idx, const Tensor& targets, int64_t vocab) {
+  return cross_entropy(m(idx).reshape({-1, vocab}), targets.reshape({-1}));
 }
 
 }  // namespace loom::fabric_test

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "ddp_harness.h"
+#include "fabric_test_util.h"
 #include "fabric/fsdp.h"
 #include "fabric/wrappers.h"
 #include "loom.h"
@@ -34,20 +35,13 @@ nn::GPTConfig config(int layers = 2) {
 
 // Tokens and next-token targets of micro-batch `micro` of step `step`: the whole global batch.
 std::pair<Tensor, Tensor> global_batch(int step, int micro) {
-  Generator g(500 + 10 * uint64_t(step) + uint64_t(micro));
-  Tensor idx = empty({kBatch, kSeq + 1}, DType::i64);
-  fill_randint(idx, 0, 32, g);
-  return {native::contiguous(native::slice(idx, 1, 0, kSeq, 1)),
-          native::contiguous(native::slice(idx, 1, 1, kSeq + 1, 1))};
+  return fabric_test::token_batch(500 + 10 * uint64_t(step) + uint64_t(micro), kBatch, kSeq, 32);
 }
 
-Tensor rows(const Tensor& t, int64_t begin, int64_t n) {
-  return native::contiguous(native::slice(t, 0, begin, begin + n, 1));
-}
+using fabric_test::rows;
 
 Tensor lm_loss(nn::Module& m, const Tensor& idx, const Tensor& targets) {
-  Tensor logits = m(idx);
-  return cross_entropy(logits.reshape({-1, 32}), targets.reshape({-1}));
+  return fabric_test::lm_loss(m, idx, targets, 32);
 }
 
 std::vector<double> flat(const nn::StateDict& sd) {

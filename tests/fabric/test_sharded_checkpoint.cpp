@@ -40,19 +40,13 @@ nn::GPTConfig gpt_config() {
 }
 
 std::pair<Tensor, Tensor> gpt_batch(int step) {
-  Generator g(900 + uint64_t(step));
-  Tensor idx = empty({kBatch, kSeq + 1}, DType::i64);
-  fill_randint(idx, 0, 32, g);
-  return {native::contiguous(native::slice(idx, 1, 0, kSeq, 1)),
-          native::contiguous(native::slice(idx, 1, 1, kSeq + 1, 1))};
+  return fabric_test::token_batch(900 + uint64_t(step), kBatch, kSeq, 32);
 }
 
-Tensor rows(const Tensor& t, int64_t begin, int64_t n) {
-  return native::contiguous(native::slice(t, 0, begin, begin + n, 1));
-}
+using fabric_test::rows;
 
 Tensor gpt_loss(nn::Module& m, const Tensor& idx, const Tensor& targets) {
-  return cross_entropy(m(idx).reshape({-1, 32}), targets.reshape({-1}));
+  return fabric_test::lm_loss(m, idx, targets, 32);
 }
 
 // Odd sizes, so that ZeRO's shards cut parameters and a 3-element bias lands on one rank.
