@@ -66,12 +66,22 @@ LOOM_DDP_SCENARIO(memory_estimate_train) {
   const int r = fabric.global_rank();
 
   // The estimate, from a GPT on meta: no bytes.
-  MemoryEstimate est;
+  MemoryEstimate est, one_process;
   {
     DefaultDeviceGuard meta(Device::meta());
     nn::GPT on_meta(config());
     est = estimate_memory(on_meta, o);
+    MemoryEstimateOptions single = o;
+    single.strategy = "single";
+    single.world_size = 1;
+    one_process = estimate_memory(on_meta, single);
   }
+  // The bound on sharded state: parameters + gradients + optimizer state at the peak,
+  // against 1/W of one process's plus the largest gathered unit.
+  record(r, "state_at_peak", double(est.parameters + est.gradients + est.optimizer_state));
+  record(r, "one_process_state",
+         double(one_process.parameters + one_process.gradients + one_process.optimizer_state));
+  record(r, "largest_unit", double(est.largest_unit_gathered));
   fabric.seed_everything(3);
   Generator g(100 + uint64_t(r));
   Tensor idx = empty({kBatch, kSeq + 1}, DType::i64);
@@ -119,6 +129,16 @@ void expect_estimate_matches(const std::string& name) {
     EXPECT_NEAR(estimated / measured, 1.0, 0.10)
         << name << " rank " << r << ": estimated peak " << estimated << " bytes ("
         << rec.text("phase") << "), measured " << measured;
+    if (name == "fsdp" || name == "deepspeed_3") {
+      // The estimate is the allocator's peak within 10% (above), and its sharded part obeys:
+      const double bound = rec.value("one_process_state") / 2 + rec.value("largest_unit");
+      EXPECT_LE(rec.value("state_at_peak"), bound)
+          << name << " rank " << r << ": parameters + gradients + optimizer state at the peak";
+      std::printf("%s rank %d: state at the peak %.0f bytes <= 1/2 of one process's %.0f + the "
+                  "largest unit %.0f\n",
+                  name.c_str(), r, rec.value("state_at_peak"), rec.value("one_process_state"),
+                  rec.value("largest_unit"));
+    }
     const double rest = rec.value("measured_between_steps");
     EXPECT_NEAR(rec.value("estimated_between_steps") / rest, 1.0, 0.02)
         << name << " rank " << r << ": bytes held between steps, measured " << rest;
