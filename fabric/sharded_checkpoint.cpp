@@ -749,7 +749,8 @@ class ShardedLoader {
         plan_scheduler(key, *e, *s);
       else {
         CheckpointValue v = plain_value(key, *e, kind);
-        apply_.push_back([&value, v = std::move(v)] { value = v; });
+        CheckpointValue& slot = value;  // clang 14 cannot capture a structured binding
+        apply_.push_back([&slot, v = std::move(v)] { slot = v; });
       }
     }
     for (const auto& [key, e] : entries.items()) {
