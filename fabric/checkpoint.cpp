@@ -19,6 +19,13 @@
 #include "tensor/native.h"
 
 namespace loom {
+
+const char* checkpoint_kind(const CheckpointValue& v) {
+  static_assert(std::variant_size_v<CheckpointValue> == 7, "one kind per CheckpointValue alternative");
+  static const char* kinds[] = {"module", "optimizer", "scheduler", "tensor", "double", "int", "string"};
+  return kinds[v.index()];
+}
+
 namespace {
 
 using json = nlohmann::json;
@@ -125,13 +132,6 @@ namespace {
 // Loading: reading the metadata with exact types
 // ---------------------------------------------------------------------------------------------
 
-// The kind a state value asks the file for ("module", "double", ...).
-const char* expected_kind(const CheckpointValue& v) {
-  static_assert(std::variant_size_v<CheckpointValue> == 7, "one kind per CheckpointValue alternative");
-  static const char* kinds[] = {"module", "optimizer", "scheduler", "tensor", "double", "int", "string"};
-  return kinds[v.index()];
-}
-
 bool known_kind(const std::string& kind) {
   for (const char* k : {"module", "optimizer", "scheduler", "tensor", "double", "int", "string"})
     if (kind == k) return true;
@@ -186,13 +186,7 @@ class Meta {
   }
   // A number, or one of the strings "nan", "inf", "-inf".
   double number(const json& v, const std::string& where) const {
-    if (v.is_number()) return v.get<double>();
-    if (v.is_string()) {
-      const auto& s = v.get_ref<const std::string&>();
-      if (s == "nan") return std::numeric_limits<double>::quiet_NaN();
-      if (s == "inf") return std::numeric_limits<double>::infinity();
-      if (s == "-inf") return -std::numeric_limits<double>::infinity();
-    }
+    if (std::optional<double> d = io::number_of_json(v)) return *d;
     malformed(where, detail::concat("is ", type_name(v), ", not a number"));
   }
   double finite(const json& v, const std::string& where) const {
@@ -321,9 +315,9 @@ class Loader {
         continue;
       }
       const std::string kind = kind_of(key, *e);
-      if (kind != expected_kind(value))
+      if (kind != checkpoint_kind(value))
         throw ValueError("load: entry '" + key + "' of " + path_ + " is a " + kind +
-                         ", but the state given to load() holds a " + expected_kind(value) +
+                         ", but the state given to load() holds a " + checkpoint_kind(value) +
                          " under that key");
       apply.push_back(plan(key, *e, value));
     }
@@ -409,7 +403,7 @@ class Loader {
       return plan_optimizer(key, e, *o);
     if (auto* s = std::get_if<std::shared_ptr<optim::LRScheduler>>(&value))
       return plan_scheduler(key, e, *s);
-    CheckpointValue v = plain_value(key, e, expected_kind(value));
+    CheckpointValue v = plain_value(key, e, checkpoint_kind(value));
     return [&value, v = std::move(v)] { value = v; };
   }
 

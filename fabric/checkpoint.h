@@ -62,6 +62,10 @@ using CheckpointValue = std::variant<std::shared_ptr<nn::Module>, std::shared_pt
                                      std::string>;
 using CheckpointState = std::map<std::string, CheckpointValue>;
 
+// The kind a state value asks a checkpoint for ("module", "optimizer", "scheduler", "tensor",
+// "double", "int", "string"), as both loaders (one file, sharded) check it against the file.
+const char* checkpoint_kind(const CheckpointValue& v);
+
 void save_checkpoint(const std::string& path, const CheckpointState& state,
                      const std::map<std::string, double>& precision_state = {});
 

@@ -735,12 +735,10 @@ class ShardedLoader {
         continue;
       }
       const std::string kind = kind_of(key, *e);
-      static const char* kinds[] = {"module", "optimizer", "scheduler", "tensor",
-                                    "double", "int",       "string"};
-      if (kind != kinds[value.index()])
+      if (kind != checkpoint_kind(value))
         throw ValueError("load: entry '" + key + "' of sharded checkpoint '" + path_ + "' is a " +
-                         kind + ", but the state given to load() holds a " + kinds[value.index()] +
-                         " under that key");
+                         kind + ", but the state given to load() holds a " +
+                         checkpoint_kind(value) + " under that key");
       if (auto* m = std::get_if<std::shared_ptr<nn::Module>>(&value))
         plan_module(key, *e, **m);
       else if (auto* o = std::get_if<std::shared_ptr<optim::Optimizer>>(&value))
@@ -781,13 +779,7 @@ class ShardedLoader {
     return e["kind"].get<std::string>();
   }
   double number(const json& v, const std::string& where) const {
-    if (v.is_number()) return v.get<double>();
-    if (v.is_string()) {
-      const auto& s = v.get_ref<const std::string&>();
-      if (s == "nan") return std::numeric_limits<double>::quiet_NaN();
-      if (s == "inf") return std::numeric_limits<double>::infinity();
-      if (s == "-inf") return -std::numeric_limits<double>::infinity();
-    }
+    if (std::optional<double> d = io::number_of_json(v)) return *d;
     index_->malformed(where, "is not a number");
   }
   int64_t integer(const json& v, const std::string& where) const {

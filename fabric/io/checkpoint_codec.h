@@ -22,5 +22,7 @@ std::string hex8(uint32_t v);
 
 // A double in JSON, which has no NaN or infinities: those travel as "nan", "inf", "-inf".
 nlohmann::json number_json(double v);
+// The inverse: a JSON number, or one of those three strings; nullopt for anything else.
+std::optional<double> number_of_json(const nlohmann::json& v);
 
 }  // namespace loom::io
