@@ -20,7 +20,6 @@
 // state too and loads at another world size.
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <filesystem>
 
@@ -58,31 +57,6 @@ struct Flags {
   std::string data = LOOM_CORPUS_DIR, resume, prompt = "LOVE, n.  ";
   bool resume_given = false;
 };
-
-// N of a name "step_<N>.safetensors", or -1. (No std::regex: GCC 12 warns inside <regex>
-// under the sanitizer build's -O2, and warnings are errors there.)
-int64_t step_of(const std::string& name) {
-  const std::string prefix = "step_", suffix = ".safetensors";
-  if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
-      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-    return -1;
-  const std::string digits =
-      name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
-  if (digits.size() > 18 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return -1;
-  return std::stoll(digits);
-}
-
-// step_<N>.safetensors in `dir`, newest (largest N) last.
-std::vector<std::pair<int64_t, std::string>> checkpoints_in(const std::string& dir) {
-  std::vector<std::pair<int64_t, std::string>> found;
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return found;
-  for (const auto& entry : fs::directory_iterator(dir, ec))
-    if (int64_t step = step_of(entry.path().filename().string()); step >= 0)
-      found.emplace_back(step, entry.path().string());
-  std::sort(found.begin(), found.end());
-  return found;
-}
 
 std::string checkpoint_path(const std::string& dir, int64_t step) {
   char name[64];
@@ -195,7 +169,7 @@ void train(Fabric& f, const Flags& a, CSVLogger& csv, TensorBoardLogger& tensorb
     std::string path = checkpoint_path(a.checkpoint_dir, step);
     f.save(path, state);
     if (f.is_global_zero()) {  // keep the last two (a sharded one is a directory)
-      auto found = checkpoints_in(a.checkpoint_dir);
+      auto found = complete_checkpoints(a.checkpoint_dir);
       for (size_t i = 0; i + 2 < found.size(); ++i) fs::remove_all(found[i].second);
     }
     return path;

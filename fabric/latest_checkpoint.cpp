@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 
@@ -69,36 +71,45 @@ bool is_complete(const fs::directory_entry& entry) {
 
 }  // namespace
 
-std::optional<std::string> latest_checkpoint(const std::string& dir) {
+namespace {
+
+// The complete checkpoints in `dir` as (step, path), in step order; `who` names the caller in
+// errors.
+std::vector<std::pair<int64_t, std::string>> list_complete(const std::string& dir, const char* who) {
+  std::vector<std::pair<int64_t, std::string>> found;
   std::error_code ec;
   fs::file_status status = fs::status(dir, ec);
-  if (status.type() == fs::file_type::not_found) return std::nullopt;
-  if (ec)
-    throw RuntimeError(detail::concat("latest_checkpoint: cannot read '", dir, "': ", ec.message()));
+  if (status.type() == fs::file_type::not_found) return found;
+  if (ec) throw RuntimeError(detail::concat(who, ": cannot read '", dir, "': ", ec.message()));
   if (!fs::is_directory(status))
-    throw ValueError(detail::concat("latest_checkpoint: '", dir, "' is not a directory; pass the "
-                                    "folder the checkpoints are saved in"));
-  std::optional<std::string> best, tie;  // tie: another complete checkpoint of best's step
-  int64_t best_step = -1;
+    throw ValueError(detail::concat(who, ": '", dir, "' is not a directory; pass the folder the "
+                                    "checkpoints are saved in"));
   try {
     for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
       int64_t step = step_of(entry.path().filename().string());
-      if (step < 0 || step < best_step || !is_complete(entry)) continue;
-      if (step == best_step) {
-        tie = entry.path().string();
-        continue;
-      }
-      best = entry.path().string();
-      best_step = step;
-      tie.reset();
+      if (step >= 0 && is_complete(entry)) found.emplace_back(step, entry.path().string());
     }
   } catch (const fs::filesystem_error& e) {
-    throw RuntimeError(detail::concat("latest_checkpoint: cannot list '", dir, "': ", e.what()));
+    throw RuntimeError(detail::concat(who, ": cannot list '", dir, "': ", e.what()));
   }
-  if (tie)
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+}  // namespace
+
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& dir) {
+  return list_complete(dir, "complete_checkpoints");
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& dir) {
+  auto found = list_complete(dir, "latest_checkpoint");
+  if (found.empty()) return std::nullopt;
+  const auto& [step, best] = found.back();
+  if (found.size() > 1 && found[found.size() - 2].first == step)
     throw ValueError(detail::concat(
-        "latest_checkpoint: '", std::min(*best, *tie), "' and '", std::max(*best, *tie),
-        "' are both complete checkpoints of step ", best_step, "; keep one, or give each "
+        "latest_checkpoint: '", found[found.size() - 2].second, "' and '", best,
+        "' are both complete checkpoints of step ", step, "; keep one, or give each "
         "checkpoint its own step number in its name"));
   return best;
 }

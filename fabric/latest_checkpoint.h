@@ -24,8 +24,11 @@
 // start of a restarted attempt), on a folder every rank sees.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace loom {
 
@@ -34,5 +37,9 @@ namespace loom {
 // directory or two complete checkpoints have the same step (naming both), RuntimeError when it
 // cannot be read.
 std::optional<std::string> latest_checkpoint(const std::string& dir);
+
+// Every complete checkpoint in `dir` as (step, path), by step (ties in name order): what a job
+// prunes when it keeps its last few. Empty when `dir` does not exist; errors as above.
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& dir);
 
 }  // namespace loom
