@@ -178,6 +178,27 @@ bool skinny_beats_onednn(const GemmArgs& g, SkinnyKernel kernel) {
   return g.k <= 8;  // rows: a rank-K update; with M small oneDNN is faster
 }
 
+// Where oneDNN's matmul primitive (its brgemm kernel) beats dnnl_sgemm for f32, by shape of
+// the block one call computes. Measured on one thread, same process, primitive / dnnl_sgemm
+// time. x @ w^T (A as stored, B transposed): M = 256 with (N, K) = (1024, 784) 0.90, (1024,
+// 1024) 0.93, (768, 3072) 0.92, (768, 768) 0.99, (3072, 768) 1.00; M = 64, 128, 512 at K = N =
+// 512-1024: 0.77, 0.95, 0.98; but M = 1024: 1.03. dy^T @ x (A transposed, K = 256 the batch):
+// M = 1024 with N = 512-800: 0.85-0.89; but N = M: 0.99-1.02, N > M 1.04-1.40, and M = 3072
+// 1.05. A @ B as stored: 0.99-1.01 at M = 256, K = N = 784-1024, 1.19-1.30 at K or N = 3072.
+// So the primitive only for those two families, where measured ahead; and above 2M
+// multiply-adds (10-20 us), below which the two run alike and the primitive's creation
+// (~0.2 ms per shape, then cached) would not pay for itself on shapes seen a few times. In the
+// MLP step of bench_mlp_step (784-1024-1024-10, batch 256, one thread) the three GEMMs that
+// switch take 6.05 ms instead of 6.57 (medians of 300 steps each, alternating step by step).
+constexpr int64_t kMinPrimitiveMacs = int64_t(2) << 20;
+
+bool onednn_primitive_beats_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k) {
+  if (m * n * k < kMinPrimitiveMacs) return false;
+  if (!ta && tb) return m <= 512 && n * k <= (int64_t(1) << 22);
+  if (ta && !tb) return k <= 512 && n < m && m * n <= (int64_t(1) << 20);
+  return false;
+}
+
 // ---- f32 / f64: straight to cblas ----
 
 void blas_gemm(int64_t m, int64_t n, int64_t k, const float* a, BlasLayout la, const float* b,
@@ -277,10 +298,15 @@ void gemm_blas_kernel(const GemmArgs& g) {
     }
     if (use_onednn_f32()) {
       run_split(g, [&](int64_t ao, int64_t bo, int64_t co, const Block& blk) {
-        onednn_sgemm(la.trans, lb.trans, blk.i1 - blk.i0, blk.j1 - blk.j0, g.k,
-                     a + ao + (la.trans ? blk.i0 : blk.i0 * la.ld), la.ld,
-                     b + bo + (lb.trans ? blk.j0 * lb.ld : blk.j0), lb.ld, g.beta,
-                     c + co + blk.i0 * ldc + blk.j0, ldc);
+        const int64_t mi = blk.i1 - blk.i0, nj = blk.j1 - blk.j0;
+        const float* ab = a + ao + (la.trans ? blk.i0 : blk.i0 * la.ld);
+        const float* bb = b + bo + (lb.trans ? blk.j0 * lb.ld : blk.j0);
+        float* cb = c + co + blk.i0 * ldc + blk.j0;
+        if (onednn_primitive_beats_sgemm(la.trans, lb.trans, mi, nj, g.k) &&
+            onednn_matmul_f32(la.trans, lb.trans, mi, nj, g.k, ab, la.ld, bb, lb.ld,
+                                           g.beta, cb, ldc))
+          return;
+        onednn_sgemm(la.trans, lb.trans, mi, nj, g.k, ab, la.ld, bb, lb.ld, g.beta, cb, ldc);
       });
       return;
     }

@@ -56,31 +56,35 @@ void single_threaded() {
   }
 }
 
-// ---- bf16 matmul primitives, cached by shape ----
+// ---- matmul primitives (bf16, and f32 where brgemm wins), cached by shape ----
 
-struct Bf16Key {
+struct MatmulKey {
+  bool bf16, ta, tb, bias;
   int64_t m, n, k, lda, ldb, ldc;
   float beta;
-  auto tie() const { return std::tie(m, n, k, lda, ldb, ldc, beta); }
-  bool operator<(const Bf16Key& o) const { return tie() < o.tie(); }
+  auto tie() const { return std::tie(bf16, ta, tb, bias, m, n, k, lda, ldb, ldc, beta); }
+  bool operator<(const MatmulKey& o) const { return tie() < o.tie(); }
 };
 
-struct Bf16Primitive {
+struct MatmulPrimitive {
   dnnl::matmul prim;
-  dnnl::memory::desc a, b, c;
+  dnnl::memory::desc a, b, c, bias;
 };
 
 constexpr size_t kMaxCachedPrimitives = 256;
 std::mutex g_cache_mu;
-std::map<Bf16Key, std::shared_ptr<const Bf16Primitive>> g_cache;
-std::atomic<int64_t> g_created{0};
+std::map<MatmulKey, std::shared_ptr<const MatmulPrimitive>> g_cache;
+std::atomic<int64_t> g_created{0}, g_created_f32{0};
 
 const dnnl::engine& engine() {
   static const dnnl::engine e(dnnl::engine::kind::cpu, 0);
   return e;
 }
 
-std::shared_ptr<const Bf16Primitive> bf16_primitive(const Bf16Key& key) {
+// The primitive for `key`, or null when oneDNN has no kernel worth calling for it: for bf16 one
+// that multiplies in bf16 (a reference or f32-emulating implementation would be slower than
+// loom's converting path), for f32 its brgemm kernel (else dnnl_sgemm is as good).
+std::shared_ptr<const MatmulPrimitive> matmul_primitive(const MatmulKey& key) {
   {
     std::lock_guard<std::mutex> lock(g_cache_mu);
     auto it = g_cache.find(key);
@@ -88,24 +92,30 @@ std::shared_ptr<const Bf16Primitive> bf16_primitive(const Bf16Key& key) {
   }
   using dt = dnnl::memory::data_type;
   using dims = dnnl::memory::dims;
-  std::shared_ptr<const Bf16Primitive> p;
+  const dt type = key.bf16 ? dt::bf16 : dt::f32;
+  std::shared_ptr<const MatmulPrimitive> p;
   try {
-    dnnl::memory::desc a({key.m, key.k}, dt::bf16, dims{key.lda, 1});
-    dnnl::memory::desc b({key.k, key.n}, dt::bf16, dims{key.ldb, 1});
-    dnnl::memory::desc c({key.m, key.n}, dt::bf16, dims{key.ldc, 1});
+    // Row-major (m, k) and (k, n), each read transposed (unit row stride) when ta / tb.
+    dnnl::memory::desc a({key.m, key.k}, type, key.ta ? dims{1, key.lda} : dims{key.lda, 1});
+    dnnl::memory::desc b({key.k, key.n}, type, key.tb ? dims{1, key.ldb} : dims{key.ldb, 1});
+    dnnl::memory::desc c({key.m, key.n}, type, dims{key.ldc, 1});
+    dnnl::memory::desc bias;
+    if (key.bias) bias = dnnl::memory::desc({1, key.n}, type, dims{key.n, 1});
     dnnl::primitive_attr attr;
     if (key.beta != 0.0f) {
       dnnl::post_ops ops;
       ops.append_sum(key.beta);
       attr.set_post_ops(ops);
     }
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, engine());
-    // Only a kernel that multiplies in bf16: a reference or f32-emulating implementation
-    // would be slower than loom's converting path.
+    dnnl::matmul::primitive_desc pd(
+        key.bias ? dnnl::matmul::desc(a, b, bias, c) : dnnl::matmul::desc(a, b, c), attr, engine());
     const std::string impl = pd.impl_info_str();
-    if (impl.find("bf16") != std::string::npos || impl.find("amx") != std::string::npos) {
-      p = std::make_shared<const Bf16Primitive>(Bf16Primitive{dnnl::matmul(pd), a, b, c});
-      g_created.fetch_add(1, std::memory_order_relaxed);
+    const bool wanted = key.bf16 ? impl.find("bf16") != std::string::npos ||
+                                       impl.find("amx") != std::string::npos
+                                 : impl.find("brg") != std::string::npos;
+    if (wanted) {
+      p = std::make_shared<const MatmulPrimitive>(MatmulPrimitive{dnnl::matmul(pd), a, b, c, bias});
+      (key.bf16 ? g_created : g_created_f32).fetch_add(1, std::memory_order_relaxed);
     }
   } catch (const dnnl::error&) {
     p = nullptr;  // no kernel for this shape: remembered as such
@@ -114,6 +124,25 @@ std::shared_ptr<const Bf16Primitive> bf16_primitive(const Bf16Key& key) {
   if (g_cache.size() >= kMaxCachedPrimitives) g_cache.clear();
   g_cache.emplace(key, p);
   return p;
+}
+
+bool run_matmul(const MatmulKey& key, const void* a, const void* b, const void* bias, void* c) {
+  single_threaded();
+  std::shared_ptr<const MatmulPrimitive> p = matmul_primitive(key);
+  if (!p) return false;
+  thread_local dnnl::stream stream(engine());
+  dnnl::memory am(p->a, engine(), const_cast<void*>(a));
+  dnnl::memory bm(p->b, engine(), const_cast<void*>(b));
+  dnnl::memory cm(p->c, engine(), c);
+  if (key.bias) {
+    dnnl::memory biasm(p->bias, engine(), const_cast<void*>(bias));
+    p->prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_BIAS, biasm},
+                             {DNNL_ARG_DST, cm}});
+  } else {
+    p->prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  }
+  stream.wait();
+  return true;
 }
 
 }  // namespace
@@ -139,19 +168,17 @@ void onednn_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float
 
 bool onednn_bf16_gemm(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda,
                       const uint16_t* b, int64_t ldb, float beta, uint16_t* c, int64_t ldc) {
-  single_threaded();
-  std::shared_ptr<const Bf16Primitive> p = bf16_primitive({m, n, k, lda, ldb, ldc, beta});
-  if (!p) return false;
-  thread_local dnnl::stream stream(engine());
-  dnnl::memory am(p->a, engine(), const_cast<uint16_t*>(a));
-  dnnl::memory bm(p->b, engine(), const_cast<uint16_t*>(b));
-  dnnl::memory cm(p->c, engine(), c);
-  p->prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-  stream.wait();
-  return true;
+  return run_matmul({true, false, false, false, m, n, k, lda, ldb, ldc, beta}, a, b, nullptr, c);
+}
+
+bool onednn_matmul_f32(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a,
+                       int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                       const float* bias) {
+  return run_matmul({false, ta, tb, bias != nullptr, m, n, k, lda, ldb, ldc, beta}, a, b, bias, c);
 }
 
 int64_t onednn_primitives_created() { return g_created.load(std::memory_order_relaxed); }
+int64_t onednn_f32_primitives_created() { return g_created_f32.load(std::memory_order_relaxed); }
 
 }  // namespace loom::kernels::cpu
 
@@ -169,7 +196,12 @@ bool onednn_bf16_gemm(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const
                       int64_t, float, uint16_t*, int64_t) {
   return false;
 }
+bool onednn_matmul_f32(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                       int64_t, float, float*, int64_t, const float*) {
+  return false;
+}
 int64_t onednn_primitives_created() { return 0; }
+int64_t onednn_f32_primitives_created() { return 0; }
 
 }  // namespace loom::kernels::cpu
 

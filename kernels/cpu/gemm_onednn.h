@@ -32,7 +32,17 @@ void onednn_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float
 bool onednn_bf16_gemm(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda,
                       const uint16_t* b, int64_t ldb, float beta, uint16_t* c, int64_t ldc);
 
-// How many bf16 matmul primitives were created (each shape once: tests check the cache).
+// f32 through oneDNN's matmul primitive (its brgemm kernel), which beats dnnl_sgemm by 5-20%
+// where one dimension is at most 512 (kernels/cpu/gemm.cpp says where loom calls it): C (m x
+// n, ldc) = A @ B + beta * C (+ bias, a row of n broadcast over C's rows, when not null), A
+// and B as in onednn_sgemm. One thread. Returns false (and does nothing) when oneDNN has no
+// brgemm kernel for this shape. Primitives are created once per shape and cached.
+bool onednn_matmul_f32(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a,
+                       int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                       const float* bias = nullptr);
+
+// How many bf16 (f32) matmul primitives were created (each shape once: tests check the cache).
 int64_t onednn_primitives_created();
+int64_t onednn_f32_primitives_created();
 
 }  // namespace loom::kernels::cpu

@@ -167,5 +167,33 @@ TEST(GemmAtEveryLevel, Bf16UsesOneDnnBf16KernelsWhenTheCpuHasThem) {
   EXPECT_EQ(kernels::cpu::onednn_primitives_created(), made + 1);
 }
 
+// From avx512, f32 x @ w^T with at most 512 rows (Linear's forward at a training batch) and
+// dy^T @ x with a short batch (its weight gradient, fewer outputs than inputs) run in oneDNN's
+// matmul primitive (kernels/cpu/gemm.cpp): one per shape, made once and then reused; a tiny
+// GEMM and a large square one stay in dnnl_sgemm. The values are checked by the cases above.
+TEST(GemmAtEveryLevel, F32LinearShapesUseOneDnnMatmulPrimitives) {
+  if (max_cpu_level_index() < int(CpuLevel::avx512) || !kernels::cpu::onednn_available())
+    GTEST_SKIP() << "no AVX-512 here, or loom built without oneDNN";
+  CpuLevelGuard cap{CpuLevel::avx512};
+  ThreadsGuard restore;
+  set_num_threads(1);
+  manual_seed(24);
+  Tensor x = rnd({64, 512}, DType::f32), w = rnd({256, 512}, DType::f32);
+  Tensor wt = native::transpose(w, 0, 1);
+  native::matmul(x, wt);
+  const int64_t made = kernels::cpu::onednn_f32_primitives_created();
+  native::matmul(x, wt);
+  EXPECT_EQ(kernels::cpu::onednn_f32_primitives_created(), made);
+  Tensor dy = rnd({512, 64}, DType::f32), xin = rnd({512, 48}, DType::f32);
+  native::matmul(native::transpose(dy, 0, 1), xin);  // 64 x 48 x 512: under 2M multiply-adds
+  EXPECT_EQ(kernels::cpu::onednn_f32_primitives_created(), made);
+  Tensor dy2 = rnd({256, 512}, DType::f32), x2 = rnd({256, 384}, DType::f32);
+  native::matmul(native::transpose(dy2, 0, 1), x2);  // 512 x 384 x 256
+  EXPECT_EQ(kernels::cpu::onednn_f32_primitives_created(), made + 1);
+  Tensor sq = rnd({1024, 1024}, DType::f32);
+  native::matmul(sq, native::transpose(sq, 0, 1));  // M = 1024: dnnl_sgemm
+  EXPECT_EQ(kernels::cpu::onednn_f32_primitives_created(), made + 1);
+}
+
 }  // namespace
 }  // namespace loom
