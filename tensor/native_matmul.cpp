@@ -69,12 +69,17 @@ BatchDims collapse_batch(const Shape& sizes, const Shape& sa, const Shape& sb, c
 
 // C (B..., M, N) = A (B..., M, K) @ B (B..., K, N) + beta * C with equal batch shapes (A and B
 // may have zero batch strides). C is a contiguous tensor or a view of one.
-void run_gemm(const Tensor& a, const Tensor& b, const Tensor& c, float beta) {
+void run_gemm(const Tensor& a, const Tensor& b, const Tensor& c, float beta,
+              const Tensor& bias = Tensor()) {
   int64_t nd = c.dim();
   int64_t m = c.sizes()[nd - 2], n = c.sizes()[nd - 1], k = a.sizes()[nd - 1];
   if (c.numel() == 0) return;
-  if (k == 0) {  // an empty sum: C = beta * C
-    if (beta == 0.0f) fill_(c, 0.0);
+  if (k == 0) {  // an empty sum: C = beta * C (+ bias)
+    if (bias.defined()) {
+      copy_(c, expand(reshape(bias, {1, n}), c.sizes()));
+    } else if (beta == 0.0f) {
+      fill_(c, 0.0);
+    }
     return;
   }
   Shape batch(c.sizes().begin(), c.sizes().end() - 2);
@@ -95,6 +100,7 @@ void run_gemm(const Tensor& a, const Tensor& b, const Tensor& c, float beta) {
   g.c_rs = c.strides()[nd - 2];
   g.c_cs = c.strides()[nd - 1];
   g.beta = beta;
+  if (bias.defined()) g.bias = bias.raw_data_ptr();
   g.batch_ndim = int64_t(bd.sizes.size());
   g.batch_sizes = bd.sizes.data();
   g.a_batch_strides = bd.a.data();
@@ -225,13 +231,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (!rows.defined()) rows = try_fold_rows(contiguous(x2));
   const int64_t r = rows.sizes()[0];
   Tensor c = view(out, {r, out_features});
-  float beta = 0.0f;
-  if (bias.defined() && c.numel() > 0) {
-    // C starts as the broadcast bias; the GEMM then adds x @ weight^T with beta = 1.
-    copy_(c, expand(reshape(bias, {1, out_features}), {r, out_features}));
-    beta = 1.0f;
-  }
-  run_gemm(blas_ready(rows, x.dtype()), blas_ready(transpose(weight, 0, 1), x.dtype()), c, beta);
+  // The bias goes to the kernel as a row added to C's (oneDNN adds it in the GEMM, the other
+  // kernels fill C with it first): contiguous, as a 1-D view of n values.
+  Tensor bias_row = bias.defined() ? contiguous(reshape(bias, {out_features})) : Tensor();
+  run_gemm(blas_ready(rows, x.dtype()), blas_ready(transpose(weight, 0, 1), x.dtype()), c, 0.0f,
+           bias_row);
   return out;
 }
 

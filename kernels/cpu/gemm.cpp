@@ -178,6 +178,41 @@ bool skinny_beats_onednn(const GemmArgs& g, SkinnyKernel kernel) {
   return g.k <= 8;  // rows: a rank-K update; with M small oneDNN is faster
 }
 
+// ---- the bias row ----
+
+// Rows [i0, i1), columns [j0, j1) of the C at offset co = the bias (g.bias, C's dtype).
+template <class T>
+void fill_bias_rows(const GemmArgs& g, int64_t co, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  const T* bias = static_cast<const T*>(g.bias);
+  T* c = static_cast<T*>(g.c) + co;
+  for (int64_t i = i0; i < i1; ++i) {
+    T* row = c + i * g.c_rs;
+    if (g.c_cs == 1) {
+      std::copy(bias + j0, bias + j1, row + j0);
+    } else {
+      for (int64_t j = j0; j < j1; ++j) row[j * g.c_cs] = bias[j];
+    }
+  }
+}
+
+// g with its bias moved into C: every C_b's rows filled with it, then beta = 1 and no bias.
+template <class T>
+GemmArgs bias_into_c(const GemmArgs& g) {
+  LOOM_CHECK(g.beta == 0.0f, "gemm: a bias needs beta = 0");
+  int64_t batch = 1;
+  for (int64_t d = 0; d < g.batch_ndim; ++d) batch *= g.batch_sizes[d];
+  const int64_t grain = std::max<int64_t>(1, kMemoryBoundGrain / std::max<int64_t>(g.m * g.n, 1));
+  parallel_for(0, batch, grain, [&](int64_t b0, int64_t b1) {
+    for_batch_range(g, b0, b1, [&](int64_t, int64_t, int64_t co) {
+      fill_bias_rows<T>(g, co, 0, g.m, 0, g.n);
+    });
+  });
+  GemmArgs out = g;
+  out.bias = nullptr;
+  out.beta = 1.0f;
+  return out;
+}
+
 // Where oneDNN's matmul primitive (its brgemm kernel) beats dnnl_sgemm for f32, by shape of
 // the block one call computes. Measured on one thread, same process, primitive / dnnl_sgemm
 // time. x @ w^T (A as stored, B transposed): M = 256 with (N, K) = (1024, 784) 0.90, (1024,
@@ -277,6 +312,8 @@ void sgemm_via_transposed_c(int64_t m, int64_t n, int64_t k, const float* a, Bla
 
 template <class T>
 void gemm_blas_kernel(const GemmArgs& g) {
+  if (g.bias && !(std::is_same_v<T, float> && use_onednn_f32()))
+    return gemm_blas_kernel<T>(bias_into_c<T>(g));  // OpenBLAS takes no bias
   BlasLayout la = blas_layout(g.m, g.k, g.a_rs, g.a_cs);
   BlasLayout lb = blas_layout(g.k, g.n, g.b_rs, g.b_cs);
   LOOM_CHECK(la.ok && lb.ok, "gemm: operand strides not usable by BLAS; the front-end copies them");
@@ -291,6 +328,7 @@ void gemm_blas_kernel(const GemmArgs& g) {
   if constexpr (std::is_same_v<T, float>) {
     if (const SkinnyKernel kernel = skinny_kernel_for(g);
         kernel != SkinnyKernel::none && (!use_onednn_f32() || skinny_beats_onednn(g, kernel))) {
+      if (g.bias) return gemm_blas_kernel<T>(bias_into_c<T>(g));
       run_batched(g, [&](int64_t ao, int64_t bo, int64_t co) {
         skinny_sgemm(g, kernel, a + ao, b + bo, c + co);
       });
@@ -302,11 +340,17 @@ void gemm_blas_kernel(const GemmArgs& g) {
         const float* ab = a + ao + (la.trans ? blk.i0 : blk.i0 * la.ld);
         const float* bb = b + bo + (lb.trans ? blk.j0 * lb.ld : blk.j0);
         float* cb = c + co + blk.i0 * ldc + blk.j0;
+        const float* bias = g.bias ? static_cast<const float*>(g.bias) + blk.j0 : nullptr;
         if (onednn_primitive_beats_sgemm(la.trans, lb.trans, mi, nj, g.k) &&
-            onednn_matmul_f32(la.trans, lb.trans, mi, nj, g.k, ab, la.ld, bb, lb.ld,
-                                           g.beta, cb, ldc))
+            onednn_matmul_f32(la.trans, lb.trans, mi, nj, g.k, ab, la.ld, bb, lb.ld, g.beta, cb,
+                              ldc, bias))
           return;
-        onednn_sgemm(la.trans, lb.trans, mi, nj, g.k, ab, la.ld, bb, lb.ld, g.beta, cb, ldc);
+        float beta = g.beta;
+        if (bias) {  // dnnl_sgemm takes no bias: fill this block of C with it and add
+          fill_bias_rows<float>(g, co, blk.i0, blk.i1, blk.j0, blk.j1);
+          beta = 1.0f;
+        }
+        onednn_sgemm(la.trans, lb.trans, mi, nj, g.k, ab, la.ld, bb, lb.ld, beta, cb, ldc);
       });
       return;
     }
@@ -535,6 +579,7 @@ bool gemm_bf16_onednn(const GemmArgs& g, const BFloat16* a, const BFloat16* b, B
 
 template <class T>
 void gemm_lowp_kernel(const GemmArgs& g) {
+  if (g.bias) return gemm_lowp_kernel<T>(bias_into_c<T>(g));
   LOOM_CHECK(fits_int(g.m) && fits_int(g.n) && fits_int(g.k),
              "gemm: sizes exceed BLAS's 32-bit integers");
   const T* a = static_cast<const T*>(g.a);

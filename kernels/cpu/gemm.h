@@ -28,8 +28,12 @@ struct GemmArgs {
   int64_t b_rs = 0, b_cs = 0;
   void* c = nullptr;
   int64_t c_rs = 0, c_cs = 0;
-  // 0 overwrites C; 1 adds to it (the Linear layer pre-fills C with the bias).
+  // 0 overwrites C; 1 adds to it.
   float beta = 0.0f;
+  // Optional, with beta = 0: n values of C's dtype at unit stride, added to every row of every
+  // C_b: C_b = A_b @ B_b + bias (the Linear layer's bias). oneDNN's matmul primitive adds it
+  // in the GEMM; the other kernels first fill C's rows with it and run with beta = 1.
+  const void* bias = nullptr;
   int64_t batch_ndim = 0;
   const int64_t* batch_sizes = nullptr;
   const int64_t* a_batch_strides = nullptr;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/cpu/capability.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_onednn.h"
 #include "kernels/threads_guard.h"
 #include "tensor/factories.h"
@@ -146,6 +147,62 @@ TEST(GemmAtEveryLevel, LinearWithBiasAtEveryLevel) {
       const double tol = t == DType::f32 ? 2e-4 : 0.15;  // |y| ~ 13: bf16 spacing is 0.0625
       for (size_t i = 0; i < v.size(); ++i)
         ASSERT_NEAR(v[i], r[i], tol) << to_string(CpuLevel(level)) << " " << t << " " << i;
+    }
+  }
+}
+
+// A bias row handed to the kernel (GemmArgs::bias, what Linear does): C = A @ B + bias through
+// every path at every level and dtype, batched, and large enough to be split over two threads
+// (the split's blocks each add their columns of the bias), x @ w^T (oneDNN's matmul primitive
+// from avx512) and A @ B as stored (dnnl_sgemm, which gets C filled with the bias).
+TEST(GemmAtEveryLevel, BiasRowAddedByEveryKernel) {
+  ThreadsGuard restore;
+  manual_seed(25);
+  struct BiasCase {
+    Shape a, b;
+    bool tb;
+  };
+  const BiasCase cases[] = {{{3, 40, 96}, {3, 96, 72}, false},
+                            {{128, 256}, {256, 640}, true},
+                            {{128, 256}, {256, 640}, false},
+                            {{64, 48}, {48, 8}, true}};  // N = 8: loom's skinny kernel
+  for (int level = 0; level <= max_cpu_level_index(); ++level) {
+    CpuLevelGuard cap{CpuLevel(level)};
+    for (DType t : {DType::f32, DType::f64, DType::bf16, DType::f16}) {
+      for (const BiasCase& bc : cases) {
+        Tensor a = rnd(bc.a, t), b = operand(bc.b, bc.tb, t);
+        const int64_t n = bc.b.back(), m = bc.a[bc.a.size() - 2], k = bc.a.back();
+        const int64_t batch = bc.a.size() == 3 ? bc.a[0] : 1;
+        Tensor bias = rnd({n}, t);
+        std::vector<double> value, abs_sum;
+        reference(a, b, value, abs_sum);
+        std::vector<double> bv = bias.to_double_vector();
+        for (size_t i = 0; i < value.size(); ++i) {
+          value[i] += bv[i % size_t(n)];
+          abs_sum[i] += std::abs(bv[i % size_t(n)]);
+        }
+        const std::string what = std::string(to_string(CpuLevel(level))) + " " + std::string(dtype_name(t)) +
+                                 " " + shape_str(bc.a) + " @ " + shape_str(bc.b);
+        for (int threads : {1, 2}) {
+          set_num_threads(threads);
+          Tensor c = full(batch == 1 ? Shape{m, n} : Shape{batch, m, n}, 1e4, t);
+          const int64_t nd = a.dim();
+          const int64_t batch_sizes[1] = {batch}, sa[1] = {m * k}, sb[1] = {k * n},
+                        sc[1] = {m * n};
+          kernels::cpu::GemmArgs g;
+          g.m = m, g.n = n, g.k = k;
+          g.a = a.raw_data_ptr(), g.a_rs = a.stride(nd - 2), g.a_cs = a.stride(nd - 1);
+          g.b = b.raw_data_ptr(), g.b_rs = b.stride(nd - 2), g.b_cs = b.stride(nd - 1);
+          g.c = c.raw_data_ptr(), g.c_rs = c.stride(nd - 2), g.c_cs = c.stride(nd - 1);
+          g.bias = bias.raw_data_ptr();
+          if (batch > 1) {
+            g.batch_ndim = 1, g.batch_sizes = batch_sizes;
+            g.a_batch_strides = sa, g.b_batch_strides = sb, g.c_batch_strides = sc;
+          }
+          kernels::cpu::gemm_table().get(DeviceType::cpu, t, "matmul")(g);
+          expect_within_bound(c, value, abs_sum, k, what + ", " + std::to_string(threads) + " threads");
+        }
+      }
     }
   }
 }
