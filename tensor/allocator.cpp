@@ -2,7 +2,10 @@
 
 #include <pthread.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -11,6 +14,7 @@
 
 #include "core/cuda_status.h"
 #include "core/error.h"
+#include "kernels/cpu/parallel.h"
 
 namespace loom {
 
@@ -53,18 +57,40 @@ constexpr bool kSanitized = false;
 // The bytes actually allocated for a request: 64-byte multiples below kMinCachedBlock, above
 // it the next of four classes per power of two (2^k, 1.25, 1.5, 1.75 x 2^k), so that a block
 // serves every request of its class and rounding wastes at most a quarter.
-// Blocks of kMinHugeBlock and more start on a 2 MiB boundary and ask the kernel for
-// transparent huge pages (madvise, the mode these machines' kernels run THP in): first
-// touching a 4 GB model then takes ~2,000 page faults instead of ~1,000,000, which is most of
-// a normal init's time once the fill itself runs at memory speed (kernels/cpu/philox.h).
-// Advisory only: where the kernel declines, the block is an ordinary one.
-constexpr size_t kHugePage = size_t(2) << 20;
-constexpr size_t kMinHugeBlock = size_t(8) << 20;
+// Fresh blocks of kMinPopulatedBlock and more are populated for writing before they are
+// handed out (Note [First touch]).
+constexpr size_t kMinPopulatedBlock = size_t(4) << 20;
+constexpr size_t kPopulateChunk = size_t(2) << 20;
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; older kernels answer EINVAL and nothing happens
+#endif
+
+// Note [First touch]: a fresh block's pages are faulted in with MADV_POPULATE_WRITE, in 2 MiB
+// chunks over the pool's threads, instead of one trap per 4 KiB page at the first write. A
+// normal init of 4 GB (bench_init_module) spends most of its time in the kernel's page work,
+// and on these VMs that work costs 1.7 s per 4 GB of 4 KiB pages touched one by one, 1.3 s
+// populated in chunks, and half that on two threads. It is advice: where the kernel refuses,
+// the first write faults the pages in as before.
+// Not huge pages: on these VMs the host takes back free 2 MiB blocks (virtio-balloon free
+// page reporting), and a transparent huge page is carved from exactly such a block, so its
+// first touch costs 2.6-4.6 ms per 2 MiB in host faults: 4 GB took 8-10 s instead of 1.7 s
+// with 4 KiB pages, which come from smaller free blocks the host keeps. Measured with a
+// 4 GB memset in a fresh process after 5 s idle; docs/design.md "First touch".
+void populate_for_write(void* p, size_t bytes) {
+  auto* base = static_cast<char*>(p);
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const int64_t chunks = int64_t((bytes + kPopulateChunk - 1) / kPopulateChunk);
+  kernels::parallel_for(0, chunks, 2, [&](int64_t b, int64_t e) {
+    const uintptr_t lo = uintptr_t(base + size_t(b) * kPopulateChunk) & ~(page - 1);
+    const uintptr_t hi = uintptr_t(base + std::min(bytes, size_t(e) * kPopulateChunk));
+    (void)::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE);
+  });
+}
 
 void* system_alloc(size_t bytes) {
-  if (bytes < kMinHugeBlock) return std::aligned_alloc(64, bytes);
-  void* p = std::aligned_alloc(kHugePage, (bytes + kHugePage - 1) / kHugePage * kHugePage);
-  if (p) (void)::madvise(p, bytes, MADV_HUGEPAGE);
+  void* p = std::aligned_alloc(64, bytes);
+  if (p && bytes >= kMinPopulatedBlock) populate_for_write(p, bytes);
   return p;
 }
 
