@@ -141,6 +141,21 @@ TEST(GradcheckElementwise, HandDerivedSquare) {
   EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{0.9375, 1.96875}));
 }
 
+// relu keeps only its output for backward (as PyTorch): its input may change in place
+// afterwards, and the gradient is still the mask of the output, NaN and -0 included.
+TEST(GradcheckElementwise, ReluBackwardNeedsOnlyItsOutput) {
+  Tensor x = tensor({-0.0, -1.0, 2.0, std::nan(""), 3.0}, DType::f64).requires_grad_();
+  Tensor h = x * 2.0;
+  Tensor y = relu(h);
+  {
+    NoGradGuard no_grad;
+    h.fill_(-5.0);  // relu saved nothing of h: backward does not see this
+  }
+  y.sum().backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{0, 0, 2, 0, 2}));
+  EXPECT_EQ(y.to_vector<double>()[2], 4.0);
+}
+
 TEST(GradcheckElementwise, ConventionsAtNonDifferentiablePoints) {
   // PyTorch's choices where the derivative is undefined: abs'(0) = 0, relu'(0) = 0,
   // clamp passes the gradient at its bounds, d(x^0)/dx = 0 (also at x = 0), and
