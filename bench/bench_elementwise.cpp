@@ -67,6 +67,21 @@ void BM_add_f32_kernel(benchmark::State& state) { binary_kernel_bench(state, DTy
 void BM_add_f16_kernel(benchmark::State& state) { binary_kernel_bench(state, DType::f16); }
 void BM_add_bf16_kernel(benchmark::State& state) { binary_kernel_bench(state, DType::bf16); }
 
+// Cache-resident add on one thread, the argument being the elements per operand: where the
+// AVX-512 build of the f32 arithmetic (kernels/cpu/streaming_avx512.h) can gain; compare a
+// run under LOOM_CPU_CAPABILITY=avx2 with the default.
+void BM_add_f32_cached(benchmark::State& state) {
+  set_num_threads(1);
+  const int64_t n = state.range(0);
+  Tensor a = randn({n}), b = randn({n}), out = zeros({n});
+  auto fn = kc::binary_kernels().get(DeviceType::cpu, DType::f32, "add");
+  for (auto _ : state) {
+    fn(kc::BinaryKind::add, 1, out.sizes().data(), arg(out), arg(a), arg(b));
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * n);
+}
+
 void BM_add_f32_inplace(benchmark::State& state) {
   set_num_threads(int(state.range(0)));
   Tensor a = zeros({kN}), b = randn({kN});
@@ -118,6 +133,7 @@ void BM_transpose_f32(benchmark::State& state) {
 
 BENCHMARK(BM_memcpy)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_add_f32_kernel)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_add_f32_cached)->Arg(4096)->Arg(32768)->Arg(262144);
 BENCHMARK(BM_add_f32_inplace)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_add_f32_alloc)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_add_f16_kernel)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);

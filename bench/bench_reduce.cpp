@@ -42,6 +42,16 @@ void BM_SumF32(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * kN * int64_t(sizeof(float)));
 }
 
+// Cache-resident sum on one thread, the argument being the elements: where the AVX-512 build
+// of the pairwise sum (kernels/cpu/streaming_avx512.h) can gain; compare a run under
+// LOOM_CPU_CAPABILITY=avx2 with the default.
+void BM_SumF32Cached(benchmark::State& state) {
+  loom::set_num_threads(1);
+  loom::Tensor x = loom::randn({state.range(0)}, loom::DType::f32);
+  for (auto _ : state) benchmark::DoNotOptimize(loom::native::sum(x, {}, false).raw_data_ptr());
+  state.SetBytesProcessed(state.iterations() * state.range(0) * int64_t(sizeof(float)));
+}
+
 void BM_SumRowsF32(benchmark::State& state) {  // (4096, 4096) summed over the last dim
   loom::set_num_threads(int(state.range(0)));
   loom::Tensor x = loom::randn({4096, 4096}, loom::DType::f32);
@@ -65,6 +75,7 @@ void BM_SoftmaxF32(benchmark::State& state) {
 
 BENCHMARK(BM_Memcpy)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_SumF32)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SumF32Cached)->Arg(4096)->Arg(32768)->Arg(262144);
 BENCHMARK(BM_SumRowsF32)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_SumColsF32)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_SoftmaxF32)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();

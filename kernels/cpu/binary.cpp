@@ -8,8 +8,10 @@
 #include <cmath>
 #include <type_traits>
 
+#include "kernels/cpu/capability.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/elementwise_loops.h"
+#include "kernels/cpu/streaming_avx512.h"
 
 namespace loom::kernels::cpu {
 namespace {
@@ -25,6 +27,7 @@ template <class C>
 constexpr bool is_int_v = std::is_integral_v<C> && !std::is_same_v<C, bool>;
 
 struct Add {
+  static constexpr BinaryKind kind = BinaryKind::add;
   template <class C>
   static C f(C a, C b) {
     if constexpr (std::is_same_v<C, bool>) return a || b;
@@ -33,6 +36,7 @@ struct Add {
   }
 };
 struct Sub {
+  static constexpr BinaryKind kind = BinaryKind::sub;
   template <class C>
   static C f(C a, C b) {
     if constexpr (is_int_v<C>) return C(wrap_t<C>(a) - wrap_t<C>(b));
@@ -40,6 +44,7 @@ struct Sub {
   }
 };
 struct Mul {
+  static constexpr BinaryKind kind = BinaryKind::mul;
   template <class C>
   static C f(C a, C b) {
     if constexpr (std::is_same_v<C, bool>) return a && b;
@@ -48,6 +53,7 @@ struct Mul {
   }
 };
 struct Div {
+  static constexpr BinaryKind kind = BinaryKind::div;
   template <class C>
   static C f(C a, C b) { return a / b; }
 };
@@ -93,14 +99,25 @@ struct Le { template <class C> static bool f(C a, C b) { return a <= b; } };
 struct Gt { template <class C> static bool f(C a, C b) { return a > b; } };
 struct Ge { template <class C> static bool f(C a, C b) { return a >= b; } };
 
+template <class Op>
+constexpr bool has_avx512_variant() {
+  if constexpr (requires { Op::kind; }) return has_streaming_avx512_variant(Op::kind);
+  return false;
+}
+
 // The block function for a scalar functor: one loop per broadcast pattern, so that each
-// loop has unit or zero strides known at compile time and vectorises.
+// loop has unit or zero strides known at compile time and vectorises. f32 arithmetic runs
+// its AVX-512 build where the CPU level allows (kernels/cpu/streaming_avx512.h).
 template <class Op>
 struct BinaryBlock {
   template <class C, class OC>
   void operator()(const C* const* in, const int64_t* step, OC* out, int64_t n) const {
     const C* a = in[0];
     const C* b = in[1];
+    if constexpr (std::is_same_v<C, float> && std::is_same_v<OC, float> && has_avx512_variant<Op>()) {
+      if (cpu_level() >= CpuLevel::avx512)
+        return binary_f32_avx512(Op::kind, a, step[0] ? 1 : 0, b, step[1] ? 1 : 0, out, n);
+    }
     if (step[0] && step[1]) {
       for (int64_t i = 0; i < n; ++i) out[i] = Op::f(a[i], b[i]);
     } else if (step[0]) {

@@ -19,7 +19,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/capability.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/streaming_avx512.h"
 #include "kernels/cpu/strided.h"
 
 namespace loom::kernels::cpu {
@@ -160,13 +162,18 @@ using SumAcc = std::conditional_t<std::is_same_v<T, double>, double,
                                   std::conditional_t<std::is_floating_point_v<Compute<T>>, float,
                                                      int64_t>>;
 
+// sum_contiguous of f32, in its AVX-512 build where the CPU level allows (same bits).
+float sum_f32(const float* x, int64_t n) {
+  return cpu_level() >= CpuLevel::avx512 ? sum_f32_avx512(x, n) : sum_contiguous(x, n);
+}
+
 template <class T>
 SumAcc<T> sum_run(const T* x, int64_t n) {
   using Acc = SumAcc<T>;
   if constexpr (is_half_v<T>) {
-    return over_converted_blocks(x, n, [](const float* b, int64_t len) {
-      return sum_contiguous(b, len);
-    });
+    return over_converted_blocks(x, n, [](const float* b, int64_t len) { return sum_f32(b, len); });
+  } else if constexpr (std::is_same_v<T, float>) {
+    return sum_f32(x, n);
   } else if constexpr (std::is_floating_point_v<T>) {
     return sum_contiguous(x, n);
   } else {
