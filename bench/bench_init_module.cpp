@@ -9,7 +9,7 @@
 // RSS growth. Empty runs first (its peak is not hidden by the normal model's) and is the
 // median of 5 after a warm-up, as in init_module_torch.py.
 //
-//   bench_init_module [--layers 15] [--width 8192] [--skip_normal 1]
+//   bench_init_module [--layers 15] [--width 8192] [--skip_normal 1] [--empty_reps 5 (0: normal only)]
 // Prints "init_module <mode> seconds <t> peak_rss_growth_bytes <b> params <n>" per mode.
 #include <sys/resource.h>
 
@@ -64,21 +64,24 @@ int main(int argc, char** argv) {
   const int layers = bench::int_flag(argc, argv, "--layers", 15);
   const int width = bench::int_flag(argc, argv, "--width", 8192);
   const bool skip_normal = bench::int_flag(argc, argv, "--skip_normal", 0) != 0;
+  const int empty_reps = bench::int_flag(argc, argv, "--empty_reps", 5);
   Fabric fabric({.accelerator = "cpu", .strategy = "auto", .devices = 1});
   fabric.launch();
   std::printf("bench_init_module: %d x Linear(%d, %d) inside Fabric::init_module, %d thread(s)\n",
               layers, width, width, get_num_threads());
-  build(fabric, true, layers, width);  // warm-up
-  std::vector<double> t;
-  Built empty;
-  for (int i = 0; i < 5; ++i) {
-    Built b = build(fabric, true, layers, width);
-    t.push_back(b.seconds);
-    empty.rss_growth = std::max(empty.rss_growth, b.rss_growth);
-    empty.params = b.params;
+  if (empty_reps > 0) {
+    build(fabric, true, layers, width);  // warm-up
+    std::vector<double> t;
+    Built empty;
+    for (int i = 0; i < empty_reps; ++i) {
+      Built b = build(fabric, true, layers, width);
+      t.push_back(b.seconds);
+      empty.rss_growth = std::max(empty.rss_growth, b.rss_growth);
+      empty.params = b.params;
+    }
+    empty.seconds = bench::median(t);
+    print("empty_init", empty);
   }
-  empty.seconds = bench::median(t);
-  print("empty_init", empty);
   if (!skip_normal) print("normal", build(fabric, false, layers, width));
   return 0;
 }

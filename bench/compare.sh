@@ -141,23 +141,38 @@ for precision in 32-true bf16-mixed; do
 done
 
 # --- a 1e9-parameter model ---------------------------------------------------------------
-run init_loom env LOOM_NUM_THREADS="$cores" "$bin/bench_init_module" "${big[@]}"
-torch_run init_torch "$py" "$here/init_module_torch.py" --threads "$cores" "${big[@]}"
+# empty_init / meta at every core, once; the normal build at each thread count, three runs of
+# each side alternating (loom, PyTorch, loom, ...), medians: on these VMs a fresh process's
+# first touch of 4 GB depends on what the host still backs (docs/design.md "First touch"),
+# so one run of each would compare two different memory states.
+median3() { printf '%s\n' "$@" | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+run init_loom env LOOM_NUM_THREADS="$cores" "$bin/bench_init_module" "${big[@]}" --skip_normal 1
+torch_run init_torch "$py" "$here/init_module_torch.py" --threads "$cores" "${big[@]}" --skip_normal
 params="$(field "$tmp/init_loom" '^init_module empty_init' 8)"
 what="$(awk -v p="$params" 'BEGIN { printf "%.3g", p }') parameters (${big[1]} x Linear(${big[3]}, ${big[3]}))"
 torch_meta_ms="$(field "$tmp/init_torch" '^meta ' 2)"
-torch_normal_s="$(field "$tmp/init_torch" '^cpu \(normal\)' 3)"
 row "build $what, empty_init / meta: time" "$cores" us \
     "$(awk -v s="$(field "$tmp/init_loom" '^init_module empty_init' 4)" 'BEGIN { print s * 1e6 }')" \
     "$( [[ -n "$torch_meta_ms" ]] && awk -v s="$torch_meta_ms" 'BEGIN { print s * 1e3 }')" time
 row "build $what, empty_init / meta: peak RSS growth" "$cores" MB \
     "$(awk -v b="$(field "$tmp/init_loom" '^init_module empty_init' 6)" 'BEGIN { print b / 1e6 }')" \
     "$( [[ -n "$torch_meta_ms" ]] && awk -v b="$(field "$tmp/init_torch" '^meta ' 5)" 'BEGIN { print b / 1e6 }')" time
-row "build $what, normal init: time" "$cores" s "$(field "$tmp/init_loom" '^init_module normal' 4)" \
-    "$torch_normal_s" time
-row "build $what, normal init: peak RSS growth" "$cores" GB \
-    "$(awk -v b="$(field "$tmp/init_loom" '^init_module normal' 6)" 'BEGIN { print b / 1e9 }')" \
-    "$( [[ -n "$torch_normal_s" ]] && awk -v b="$(field "$tmp/init_torch" '^cpu \(normal\)' 6)" 'BEGIN { print b / 1e9 }')" time
+for t in $threads_list; do
+  loom_s=(); torch_s=(); loom_gb=(); torch_gb=()
+  for rep in 1 2 3; do
+    run "normal_loom_${t}_$rep" env LOOM_NUM_THREADS="$t" "$bin/bench_init_module" "${big[@]}" --empty_reps 0
+    torch_run "normal_torch_${t}_$rep" "$py" "$here/init_module_torch.py" --threads "$t" "${big[@]}" --meta_reps 0
+    loom_s+=("$(field "$tmp/normal_loom_${t}_$rep" '^init_module normal' 4)")
+    loom_gb+=("$(awk -v b="$(field "$tmp/normal_loom_${t}_$rep" '^init_module normal' 6)" 'BEGIN { print b / 1e9 }')")
+    torch_s+=("$(field "$tmp/normal_torch_${t}_$rep" '^cpu \(normal\)' 3)")
+    b="$(field "$tmp/normal_torch_${t}_$rep" '^cpu \(normal\)' 6)"
+    torch_gb+=("$( [[ -n "$b" ]] && awk -v b="$b" 'BEGIN { print b / 1e9 }')")
+  done
+  row "build $what, normal init: time (median of 3, alternating)" "$t" s "$(median3 "${loom_s[@]}")" \
+      "$(median3 "${torch_s[@]}")" time
+  row "build $what, normal init: peak RSS growth" "$t" GB "$(median3 "${loom_gb[@]}")" \
+      "$(median3 "${torch_gb[@]}")" time
+done
 
 # --- setup cost --------------------------------------------------------------------------
 run setup_loom "$bin/bench_fabric_setup" --skip_big --benchmark_filter='^BM_setup_mlp'
