@@ -12,6 +12,8 @@
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
+#include <unordered_map>
+#include <vector>
 
 #include "kernels/cpu/capability.h"
 
@@ -68,7 +70,7 @@ struct MatmulKey {
 
 struct MatmulPrimitive {
   dnnl::matmul prim;
-  dnnl::memory::desc a, b, c, bias;
+  dnnl::memory::desc a, b, c, bias, scratchpad;
 };
 
 constexpr size_t kMaxCachedPrimitives = 256;
@@ -102,6 +104,11 @@ std::shared_ptr<const MatmulPrimitive> matmul_primitive(const MatmulKey& key) {
     dnnl::memory::desc bias;
     if (key.bias) bias = dnnl::memory::desc({1, key.n}, type, dims{key.n, 1});
     dnnl::primitive_attr attr;
+    // The caller's scratchpad, not the library's: a cached primitive runs on several pool
+    // threads at once (the blocks of one split GEMM share a shape), and oneDNN's own
+    // scratchpad is one buffer per primitive in this build, so two threads would share it
+    // (wrong values in about one 512 x 40 x 1024 product in 20 on two threads).
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (key.beta != 0.0f) {
       dnnl::post_ops ops;
       ops.append_sum(key.beta);
@@ -114,7 +121,8 @@ std::shared_ptr<const MatmulPrimitive> matmul_primitive(const MatmulKey& key) {
                                        impl.find("amx") != std::string::npos
                                  : impl.find("brg") != std::string::npos;
     if (wanted) {
-      p = std::make_shared<const MatmulPrimitive>(MatmulPrimitive{dnnl::matmul(pd), a, b, c, bias});
+      p = std::make_shared<const MatmulPrimitive>(
+          MatmulPrimitive{dnnl::matmul(pd), a, b, c, bias, pd.scratchpad_desc()});
       (key.bf16 ? g_created : g_created_f32).fetch_add(1, std::memory_order_relaxed);
     }
   } catch (const dnnl::error&) {
@@ -131,16 +139,19 @@ bool run_matmul(const MatmulKey& key, const void* a, const void* b, const void* 
   std::shared_ptr<const MatmulPrimitive> p = matmul_primitive(key);
   if (!p) return false;
   thread_local dnnl::stream stream(engine());
+  // This thread's scratchpad, grown to the largest a primitive has asked for, 64-byte aligned.
+  thread_local std::vector<char> scratch;
+  const size_t need = p->scratchpad.get_size() + 64;
+  if (need > scratch.size()) scratch.resize(need);
+  void* scratch_at = scratch.data() + (64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64;
   dnnl::memory am(p->a, engine(), const_cast<void*>(a));
   dnnl::memory bm(p->b, engine(), const_cast<void*>(b));
   dnnl::memory cm(p->c, engine(), c);
-  if (key.bias) {
-    dnnl::memory biasm(p->bias, engine(), const_cast<void*>(bias));
-    p->prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_BIAS, biasm},
-                             {DNNL_ARG_DST, cm}});
-  } else {
-    p->prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-  }
+  dnnl::memory sm(p->scratchpad, engine(), scratch_at);
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, sm}};
+  if (key.bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->bias, engine(), const_cast<void*>(bias)));
+  p->prim.execute(stream, args);
   stream.wait();
   return true;
 }
