@@ -219,18 +219,22 @@ GemmArgs bias_into_c(const GemmArgs& g) {
 // 1024) 0.93, (768, 3072) 0.92, (768, 768) 0.99, (3072, 768) 1.00; M = 64, 128, 512 at K = N =
 // 512-1024: 0.77, 0.95, 0.98; but M = 1024: 1.03. dy^T @ x (A transposed, K = 256 the batch):
 // M = 1024 with N = 512-800: 0.85-0.89; but N = M: 0.99-1.02, N > M 1.04-1.40, and M = 3072
-// 1.05. A @ B as stored: 0.99-1.01 at M = 256, K = N = 784-1024, 1.19-1.30 at K or N = 3072.
-// So the primitive only for those two families, where measured ahead; and above 2M
+// 1.05. A @ B as stored: 0.99-1.01 at M = 256, K = N = 784-1024, 1.19-1.30 at K or N = 3072;
+// but with a short K (dy @ w for a narrow layer) 0.41-0.53 at 256 x 1024 x 10-16, 0.62 / 0.73
+// at K = 32 / 64, 0.69-0.91 at 512 x 4096 and 1024 x 1024 with K = 10, 1.00 at 2048 x 768 x 16.
+// So the primitive only for those three families, where measured ahead; and above 2M
 // multiply-adds (10-20 us), below which the two run alike and the primitive's creation
 // (~0.2 ms per shape, then cached) would not pay for itself on shapes seen a few times. In the
-// MLP step of bench_mlp_step (784-1024-1024-10, batch 256, one thread) the three GEMMs that
-// switch take 6.05 ms instead of 6.57 (medians of 300 steps each, alternating step by step).
+// MLP step of bench_mlp_step (784-1024-1024-10, batch 256, one thread) the three large GEMMs
+// that switch take 6.05 ms instead of 6.57 (medians of 300 steps each, alternating step by
+// step), and dy @ w of the last layer (K = 10) 0.071 instead of 0.081.
 constexpr int64_t kMinPrimitiveMacs = int64_t(2) << 20;
 
 bool onednn_primitive_beats_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k) {
   if (m * n * k < kMinPrimitiveMacs) return false;
   if (!ta && tb) return m <= 512 && n * k <= (int64_t(1) << 22);
   if (ta && !tb) return k <= 512 && n < m && m * n <= (int64_t(1) << 20);
+  if (!ta && !tb) return k <= 64;
   return false;
 }
 

@@ -90,6 +90,7 @@ const Case kCases[] = {
     {"batched", {3, 40, 96}, {3, 96, 72}, false, false},
     {"batch times matrix", {4, 64, 48}, {48, 80}, false, false},
     {"wide C", {40, 128}, {128, 2100}, false, false},
+    {"short K (dy @ w of a narrow layer)", {256, 12}, {12, 1024}, false, false},
 };
 
 Tensor operand(const Shape& shape, bool transposed, DType t) {
@@ -224,8 +225,9 @@ TEST(GemmAtEveryLevel, Bf16UsesOneDnnBf16KernelsWhenTheCpuHasThem) {
   EXPECT_EQ(kernels::cpu::onednn_primitives_created(), made + 1);
 }
 
-// From avx512, f32 x @ w^T with at most 512 rows (Linear's forward at a training batch) and
-// dy^T @ x with a short batch (its weight gradient, fewer outputs than inputs) run in oneDNN's
+// From avx512, f32 x @ w^T with at most 512 rows (Linear's forward at a training batch),
+// dy^T @ x with a short batch (its weight gradient, fewer outputs than inputs) and A @ B with
+// K <= 64 (dy @ w of a narrow layer) run in oneDNN's
 // matmul primitive (kernels/cpu/gemm.cpp): one per shape, made once and then reused; a tiny
 // GEMM and a large square one stay in dnnl_sgemm. The values are checked by the cases above.
 TEST(GemmAtEveryLevel, F32LinearShapesUseOneDnnMatmulPrimitives) {
@@ -247,9 +249,11 @@ TEST(GemmAtEveryLevel, F32LinearShapesUseOneDnnMatmulPrimitives) {
   Tensor dy2 = rnd({256, 512}, DType::f32), x2 = rnd({256, 384}, DType::f32);
   native::matmul(native::transpose(dy2, 0, 1), x2);  // 512 x 384 x 256
   EXPECT_EQ(kernels::cpu::onednn_f32_primitives_created(), made + 1);
+  native::matmul(rnd({256, 12}, DType::f32), rnd({12, 1024}, DType::f32));  // K = 12
+  EXPECT_EQ(kernels::cpu::onednn_f32_primitives_created(), made + 2);
   Tensor sq = rnd({1024, 1024}, DType::f32);
   native::matmul(sq, native::transpose(sq, 0, 1));  // M = 1024: dnnl_sgemm
-  EXPECT_EQ(kernels::cpu::onednn_f32_primitives_created(), made + 1);
+  EXPECT_EQ(kernels::cpu::onednn_f32_primitives_created(), made + 2);
 }
 
 }  // namespace
