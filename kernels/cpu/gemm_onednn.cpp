@@ -150,7 +150,8 @@ bool run_matmul(const MatmulKey& key, const void* a, const void* b, const void* 
   dnnl::memory sm(p->scratchpad, engine(), scratch_at);
   std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, sm}};
-  if (key.bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->bias, engine(), const_cast<void*>(bias)));
+  if (key.bias)
+    args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->bias, engine(), const_cast<void*>(bias)));
   p->prim.execute(stream, args);
   stream.wait();
   return true;

@@ -182,8 +182,9 @@ TEST(GemmAtEveryLevel, BiasRowAddedByEveryKernel) {
           value[i] += bv[i % size_t(n)];
           abs_sum[i] += std::abs(bv[i % size_t(n)]);
         }
-        const std::string what = std::string(to_string(CpuLevel(level))) + " " + std::string(dtype_name(t)) +
-                                 " " + shape_str(bc.a) + " @ " + shape_str(bc.b);
+        const std::string what = std::string(to_string(CpuLevel(level))) + " " +
+                                 std::string(dtype_name(t)) + " " + shape_str(bc.a) + " @ " +
+                                 shape_str(bc.b);
         for (int threads : {1, 2}) {
           set_num_threads(threads);
           Tensor c = full(batch == 1 ? Shape{m, n} : Shape{batch, m, n}, 1e4, t);
@@ -201,7 +202,8 @@ TEST(GemmAtEveryLevel, BiasRowAddedByEveryKernel) {
             g.a_batch_strides = sa, g.b_batch_strides = sb, g.c_batch_strides = sc;
           }
           kernels::cpu::gemm_table().get(DeviceType::cpu, t, "matmul")(g);
-          expect_within_bound(c, value, abs_sum, k, what + ", " + std::to_string(threads) + " threads");
+          expect_within_bound(c, value, abs_sum, k,
+                              what + ", " + std::to_string(threads) + " threads");
         }
       }
     }
