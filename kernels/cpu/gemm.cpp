@@ -316,6 +316,7 @@ void sgemm_via_transposed_c(int64_t m, int64_t n, int64_t k, const float* a, Bla
 
 template <class T>
 void gemm_blas_kernel(const GemmArgs& g) {
+  LOOM_CHECK(!g.bias || g.beta == 0.0f, "gemm: a bias needs beta = 0");
   if (g.bias && !(std::is_same_v<T, float> && use_onednn_f32()))
     return gemm_blas_kernel<T>(bias_into_c<T>(g));  // OpenBLAS takes no bias
   BlasLayout la = blas_layout(g.m, g.k, g.a_rs, g.a_cs);
