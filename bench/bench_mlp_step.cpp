@@ -20,6 +20,9 @@
 // (reads fall from ~100 GB/s to 35 GB/s past 16 MiB), so its GEMMs run between the two.
 // "in-step GEMM ms" is the time the step itself spends inside loom's gemm kernels (OpenBLAS
 // and loom's own, kernels::cpu::set_gemm_timing); the rest of the step is everything else.
+// loom runs the step's forward GEMMs (with the bias), the first layer's dW and the last
+// layer's dx in oneDNN's matmul primitive (kernels/cpu/gemm.cpp), which is faster there than
+// the dnnl_sgemm calls the floor and "step GEMMs" time: in-step GEMMs can come in below them.
 //
 // Output: Google Benchmark lines, then a table of step, floors and ratios per thread count.
 #include <benchmark/benchmark.h>
