@@ -96,12 +96,15 @@ double sgemm_rate(Library lib, int threads) {
 }
 
 // The fastest library on `threads` threads and its rate.
+// oneDNN is timed first: OpenBLAS's workers keep spinning for a while after a call, and on
+// 2 cores a oneDNN GEMM split over loom's pool right after an OpenBLAS one ran at about half
+// its rate in one run out of three.
 std::pair<Library, double> best_sgemm(int threads) {
-  std::pair<Library, double> best{Library::openblas, sgemm_rate(Library::openblas, threads)};
-  if (kernels::cpu::onednn_available() && cpu_level() >= CpuLevel::avx512) {
-    const double r = sgemm_rate(Library::onednn, threads);
-    if (r > best.second) best = {Library::onednn, r};
-  }
+  std::pair<Library, double> best{Library::openblas, 0.0};
+  if (kernels::cpu::onednn_available() && cpu_level() >= CpuLevel::avx512)
+    best = {Library::onednn, sgemm_rate(Library::onednn, threads)};
+  const double r = sgemm_rate(Library::openblas, threads);
+  if (r > best.second) best = {Library::openblas, r};
   return best;
 }
 
