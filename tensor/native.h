@@ -61,6 +61,9 @@ Tensor wrap_scalar(Scalar value, const Tensor& like);
 Tensor unary(UnaryOp op, const Tensor& x);
 // grad_in = grad_out * d op(x) / dx, given x and out = op(x) (whichever the op needs).
 Tensor unary_backward(UnaryOp op, const Tensor& grad_out, const Tensor& x, const Tensor& out);
+// Which of x and out unary_backward reads for op; the other may be left undefined.
+enum class UnaryBackwardReads { nothing, input, output };
+UnaryBackwardReads unary_backward_reads(UnaryOp op);
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);  // cond: bool
 Tensor clamp(const Tensor& x, std::optional<Scalar> lo, std::optional<Scalar> hi);
 Tensor masked_fill(const Tensor& x, const Tensor& mask, Scalar value);  // mask broadcasts to x

@@ -214,6 +214,14 @@ Tensor unary(UnaryOp op, const Tensor& x) {
   return out;
 }
 
+static_assert(int(UnaryBackwardReads::nothing) == int(kc::BackwardInput::none) &&
+              int(UnaryBackwardReads::input) == int(kc::BackwardInput::x) &&
+              int(UnaryBackwardReads::output) == int(kc::BackwardInput::out));
+
+UnaryBackwardReads unary_backward_reads(UnaryOp op) {
+  return static_cast<UnaryBackwardReads>(kc::backward_input(kind(op)));
+}
+
 Tensor unary_backward(UnaryOp op, const Tensor& grad_out, const Tensor& x, const Tensor& out) {
   std::string name = std::string(op_name(op)) + "_backward";
   if (op == UnaryOp::logical_not)

@@ -47,12 +47,14 @@ constexpr bool is_floating_only(UnaryKind op) {
       return false;
   }
 }
-// Which saved tensor unary_backward reads: x (the input) or out (the forward result).
+// Which saved tensor unary_backward reads: x (the input) or out (the forward result). relu
+// reads its output, as PyTorch's does: out > 0 exactly where x > 0 (-0 and NaN included), and
+// autograd then keeps only the output alive, so a pre-activation is freed once relu has read it.
 enum class BackwardInput { none, x, out };
 constexpr BackwardInput backward_input(UnaryKind op) {
   switch (op) {
     case UnaryKind::exp: case UnaryKind::sqrt: case UnaryKind::rsqrt: case UnaryKind::tanh:
-    case UnaryKind::sigmoid:
+    case UnaryKind::sigmoid: case UnaryKind::relu:
       return BackwardInput::out;
     case UnaryKind::neg: case UnaryKind::sign: case UnaryKind::logical_not:
       return BackwardInput::none;

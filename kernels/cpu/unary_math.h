@@ -84,7 +84,7 @@ void backward_floating(UnaryKind op, const C* gp, const C* sp, C* yp, int64_t n)
       for (int64_t i = 0; i < n; ++i)
         yp[i] = gp[i] * (C(sp[i] > C(0)) - C(sp[i] < C(0)));
       return;
-    case UnaryKind::relu:  // the gradient at 0 is 0, as PyTorch (x > 0, not x >= 0)
+    case UnaryKind::relu:  // s = out; the gradient at 0 is 0, as PyTorch (out > 0, not >= 0)
       for (int64_t i = 0; i < n; ++i) yp[i] = sp[i] > C(0) ? gp[i] : C(0);
       return;
     case UnaryKind::gelu_tanh:
