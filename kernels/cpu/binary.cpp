@@ -8,6 +8,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "kernels/cpu/binary_loops.h"
 #include "kernels/cpu/capability.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/elementwise_loops.h"
@@ -105,8 +106,7 @@ constexpr bool has_avx512_variant() {
   return false;
 }
 
-// The block function for a scalar functor: one loop per broadcast pattern, so that each
-// loop has unit or zero strides known at compile time and vectorises. f32 arithmetic runs
+// The block function for a scalar functor (kernels/cpu/binary_loops.h). f32 arithmetic runs
 // its AVX-512 build where the CPU level allows (kernels/cpu/streaming_avx512.h).
 template <class Op>
 struct BinaryBlock {
@@ -118,18 +118,7 @@ struct BinaryBlock {
       if (cpu_level() >= CpuLevel::avx512)
         return binary_f32_avx512(Op::kind, a, step[0] ? 1 : 0, b, step[1] ? 1 : 0, out, n);
     }
-    if (step[0] && step[1]) {
-      for (int64_t i = 0; i < n; ++i) out[i] = Op::f(a[i], b[i]);
-    } else if (step[0]) {
-      const C bv = b[0];
-      for (int64_t i = 0; i < n; ++i) out[i] = Op::f(a[i], bv);
-    } else if (step[1]) {
-      const C av = a[0];
-      for (int64_t i = 0; i < n; ++i) out[i] = Op::f(av, b[i]);
-    } else {
-      const OC v = Op::f(a[0], b[0]);
-      for (int64_t i = 0; i < n; ++i) out[i] = v;
-    }
+    binary_loops(a, step[0] != 0, b, step[1] != 0, out, n, [](C x, C y) { return Op::f(x, y); });
   }
 };
 
