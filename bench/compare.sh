@@ -145,7 +145,7 @@ done
 # each side alternating (loom, PyTorch, loom, ...), medians: on these VMs a fresh process's
 # first touch of 4 GB depends on what the host still backs (docs/design.md "First touch"),
 # so one run of each would compare two different memory states.
-median3() { printf '%s\n' "$@" | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+median() { printf '%s\n' "$@" | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
 run init_loom env LOOM_NUM_THREADS="$cores" "$bin/bench_init_module" "${big[@]}" --skip_normal 1
 torch_run init_torch "$py" "$here/init_module_torch.py" --threads "$cores" "${big[@]}" --skip_normal
 params="$(field "$tmp/init_loom" '^init_module empty_init' 8)"
@@ -168,10 +168,10 @@ for t in $threads_list; do
     b="$(field "$tmp/normal_torch_${t}_$rep" '^cpu \(normal\)' 6)"
     torch_gb+=("$( [[ -n "$b" ]] && awk -v b="$b" 'BEGIN { print b / 1e9 }')")
   done
-  row "build $what, normal init: time (median of 3, alternating)" "$t" s "$(median3 "${loom_s[@]}")" \
-      "$(median3 "${torch_s[@]}")" time
-  row "build $what, normal init: peak RSS growth" "$t" GB "$(median3 "${loom_gb[@]}")" \
-      "$(median3 "${torch_gb[@]}")" time
+  row "build $what, normal init: time (median of 3, alternating)" "$t" s "$(median "${loom_s[@]}")" \
+      "$(median "${torch_s[@]}")" time
+  row "build $what, normal init: peak RSS growth" "$t" GB "$(median "${loom_gb[@]}")" \
+      "$(median "${torch_gb[@]}")" time
 done
 
 # --- setup cost --------------------------------------------------------------------------

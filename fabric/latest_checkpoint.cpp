@@ -69,10 +69,6 @@ bool is_complete(const fs::directory_entry& entry) {
   return !ec && is_whole_safetensors_file(entry.path(), size);
 }
 
-}  // namespace
-
-namespace {
-
 // The complete checkpoints in `dir` as (step, path), in step order; `who` names the caller in
 // errors.
 std::vector<std::pair<int64_t, std::string>> list_complete(const std::string& dir, const char* who) {
